@@ -69,6 +69,11 @@ class EngineCore:
     def stats(self) -> EngineStats:
         raise NotImplementedError
 
+    def estimate_ttft(self, prompt_len: int, block_hashes: Sequence[int], now: float) -> float:
+        """What-if: seconds until the first token of such a request added now, from the engine's true queues
+        (used by the oracle router only; cheap, no mutation)."""
+        raise NotImplementedError
+
     def cached_tokens(self, request_id: str) -> int:
         """Prefix-cache hit tokens of the request when it was first scheduled (0 before)."""
         raise NotImplementedError
