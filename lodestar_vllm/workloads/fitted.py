@@ -1,0 +1,70 @@
+"""Fitted parameters of the trace look-alikes (lodestar_vllm.workloads.trace_like).
+
+Produced by ``python -m lodestar_vllm.workloads.fit`` on the public traces in ../shared/data/traces (Mooncake
+FAST'25 conversation trace, Apache-2.0; Azure LLM inference traces 2023, CC-BY-4.0, Splitwise ISCA 2024).
+Re-run it and paste its output here to refit. Its comparison of each trace with its look-alike:
+
+trace vs look-alike (seed 0); cv30s: cv from counts in 30 s windows (Mooncake's bucketed timestamps
+make its plain cv meaningless); prefix-hit: on 512-token blocks of the text, unlimited cache
+mooncake-like
+ trace      n= 12031 rate= 3.401/s cv= 3.03 cv30s= 1.57 prompt mean=   12035 p50=   6909 p99=  85400 output mean=   343 prefix-hit=0.373
+ generated  n= 11969 rate= 3.385/s cv= 1.58 cv30s= 1.50 prompt mean=   11494 p50=   5878 p99=  97052 output mean=   341 prefix-hit=0.373
+azure-code-like
+ trace      n=  8819 rate= 2.566/s cv=13.15 cv30s=11.08 prompt mean=    2048 p50=   1469 p99=   7436 output mean=    28 prefix-hit=0.000
+ generated  n=  8979 rate= 2.739/s cv=13.67 cv30s=10.67 prompt mean=    2049 p50=   1478 p99=   7424 output mean=    30 prefix-hit=0.000
+azure-conv-like
+ trace      n= 19366 rate= 5.530/s cv= 1.09 cv30s= 3.12 prompt mean=    1155 p50=   1020 p99=   4142 output mean=   211 prefix-hit=0.000
+ generated  n= 19360 rate= 5.530/s cv= 1.11 cv30s= 1.13 prompt mean=    1137 p50=   1020 p99=   4165 output mean=   211 prefix-hit=0.000
+"""
+
+from __future__ import annotations
+
+from lodestar_vllm.workloads.trace_like import TraceLikeParams
+
+TRACE_LIKE: dict[str, TraceLikeParams] = {
+    "mooncake-like": TraceLikeParams(
+        name="mooncake-like",
+        source="Mooncake conversation trace",
+        summary="lengths, rate, burstiness, common first block, conversation follow-ups",
+        rate=3.4012,
+        cv=1.569,
+        duration=3537.0,
+        prompt_quantiles=(891.0, 894.0, 897.0, 905.0, 1092.0, 1756.6, 3913.4, 5264.0, 7418.2, 10770.8, 15871.0, 25559.4, 38493.6, 89867.6, 121160.4, 126195.0),
+        output_quantiles=(1.0, 3.0, 10.0, 24.0, 100.0, 213.0, 291.0, 350.0, 399.0, 447.0, 504.0, 597.0, 698.0, 1118.5, 2000.0, 2000.0),
+        max_prompt=126195,
+        shared_prefix=512,
+        followup_fraction=0.3872,
+        followup_age_quantiles=(0.0, 12.0, 30.0, 42.0, 60.0, 75.0, 96.0, 123.0, 162.0, 222.0, 318.0, 483.0, 615.4, 1476.9, 2639.4, 3030.0),
+        followup_append_quantiles=(1.0, 1.0, 1.0, 1.0, 116.0, 266.0, 368.0, 454.0, 547.0, 696.0, 1494.6, 4621.3, 7418.8, 17220.6, 39837.8, 91918.0),
+    ),
+    "azure-code-like": TraceLikeParams(
+        name="azure-code-like",
+        source="Azure 2023 code trace",
+        summary="lengths, rate, burstiness; no prefix sharing",
+        rate=2.5664,
+        cv=13.151,
+        duration=3435.9,
+        prompt_quantiles=(3.0, 17.0, 75.0, 147.0, 385.6, 770.0, 1075.0, 1469.0, 1909.0, 2433.0, 3192.4, 5187.6, 7303.3, 7436.0, 7437.0, 7437.0),
+        output_quantiles=(6.0, 6.0, 6.0, 7.0, 8.0, 9.0, 11.0, 13.0, 16.0, 20.0, 29.0, 55.0, 90.0, 251.5, 825.3, 1899.0),
+        max_prompt=7437,
+        shared_prefix=0,
+        followup_fraction=0.0,
+        followup_age_quantiles=(),
+        followup_append_quantiles=(),
+    ),
+    "azure-conv-like": TraceLikeParams(
+        name="azure-conv-like",
+        source="Azure 2023 conversation trace",
+        summary="lengths, rate, burstiness; no prefix sharing",
+        rate=5.5301,
+        cv=1.094,
+        duration=3501.7,
+        prompt_quantiles=(2.0, 29.0, 181.0, 207.0, 387.0, 403.0, 703.0, 1020.0, 1071.0, 1130.0, 1315.0, 2734.5, 4083.0, 4142.0, 6179.2, 14050.0),
+        output_quantiles=(7.0, 16.0, 41.0, 54.0, 77.0, 91.0, 103.0, 129.0, 177.0, 384.0, 400.0, 424.0, 451.0, 601.0, 954.0, 1000.0),
+        max_prompt=14050,
+        shared_prefix=0,
+        followup_fraction=0.0,
+        followup_age_quantiles=(),
+        followup_append_quantiles=(),
+    ),
+}

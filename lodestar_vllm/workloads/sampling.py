@@ -1,0 +1,57 @@
+"""Random draws the generators share: gamma-renewal arrivals and lengths from fitted quantile tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# The percentiles every fitted quantile table is given at (lodestar_vllm.workloads.fit prints tables on these).
+PERCENTILES: tuple[float, ...] = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9, 100)
+
+
+def arrival_times(
+    rng: np.random.Generator, rate: float, cv: float, *, horizon: float | None, count: int | None
+) -> np.ndarray:
+    """Arrival times of a renewal process with mean ``rate`` per second and inter-arrival coefficient of
+    variation ``cv`` (gamma gaps; cv=1 is Poisson, cv>1 bursty, cv=0 evenly spaced). Stops at ``horizon``
+    seconds or ``count`` arrivals, whichever comes first; at least one of them must be given."""
+    if rate <= 0:
+        raise ValueError(f"arrival rate must be > 0, got {rate}")
+    if cv < 0:
+        raise ValueError(f"inter-arrival cv must be >= 0, got {cv}")
+    if horizon is None and count is None:
+        raise ValueError("arrival_times needs a horizon or a count")
+    mean_gap = 1.0 / rate
+    batch = count if count is not None else max(16, int(horizon * rate * 1.2) + 16)
+    chunks: list[np.ndarray] = []
+    last = 0.0
+    total = 0
+    while True:
+        if cv == 0:
+            gaps = np.full(batch, mean_gap)
+        else:
+            shape = 1.0 / (cv * cv)
+            gaps = rng.gamma(shape, mean_gap / shape, size=batch)
+        times = last + np.cumsum(gaps)
+        chunks.append(times)
+        total += len(times)
+        last = float(times[-1])
+        if (count is not None and total >= count) or (horizon is not None and last >= horizon):
+            break
+    out = np.concatenate(chunks)
+    if count is not None:
+        out = out[:count]
+    if horizon is not None:
+        out = out[out < horizon]
+    return out
+
+
+def sample_quantiles(rng: np.random.Generator, table: Sequence[float], size: int) -> np.ndarray:
+    """Integer draws (>= 1) from a distribution given by its values at ``PERCENTILES``, interpolating in log
+    space between them (lengths are heavy-tailed: linear interpolation would fatten the tail)."""
+    if len(table) != len(PERCENTILES):
+        raise ValueError(f"quantile table needs {len(PERCENTILES)} values, got {len(table)}")
+    logs = np.log(np.maximum(np.asarray(table, dtype=float), 1.0))
+    u = rng.uniform(0.0, 100.0, size=size)
+    return np.maximum(1, np.rint(np.exp(np.interp(u, PERCENTILES, logs)))).astype(np.int64)
