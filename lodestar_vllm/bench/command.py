@@ -15,6 +15,7 @@ from lodestar_vllm.bench.report import policy_section, write_report
 from lodestar_vllm.bench.results import SCHEMA_VERSION, write_results
 from lodestar_vllm.bench.runner import ORACLE, available_policies, is_heuristic, run_policies
 from lodestar_vllm.bench.scenario import Scenario, ScenarioError
+from lodestar_vllm.sim.cluster import EngineFactory, default_engine_factory
 
 DEFAULT_POLICIES = ("learned", "aibrix-prefix-load", "llmd-default", "cache-aware", "dynamo-cost",
                     "least-request", "roundrobin", ORACLE)
@@ -99,12 +100,12 @@ def parse_sweep(spec: str) -> tuple[str, list[float]]:
 
 def run_benchmark(scenario: Scenario, policies: Sequence[str], *, jobs: int = 2, sweep: str | None = None,
                   warm_start: str | None = None, save_checkpoint: str | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, engine_factory: EngineFactory = default_engine_factory) -> dict[str, Any]:
     """The results.json document. For a sweep, the top-level ``scenario``/``policies`` are the first point."""
     scenario.load_cluster()  # fail fast on a bad cluster before spawning workers
     if sweep is None:
         results = run_policies(scenario, policies, jobs=jobs, warm_start=warm_start,
-                               save_checkpoint=save_checkpoint, progress=progress)
+                               save_checkpoint=save_checkpoint, progress=progress, engine_factory=engine_factory)
         return {"version": SCHEMA_VERSION, "scenario": scenario.to_dict(), "policies": results}
     param, values = parse_sweep(sweep)
     field = SWEEPABLE[param]
@@ -113,7 +114,8 @@ def run_benchmark(scenario: Scenario, policies: Sequence[str], *, jobs: int = 2,
         typed: Any = int(value) if field == "replicas" else value
         point_scenario = scenario.with_(**{field: typed})
         print(f"== {param} = {value:g}", file=sys.stderr)
-        results = run_policies(point_scenario, policies, jobs=jobs, warm_start=warm_start, progress=progress)
+        results = run_policies(point_scenario, policies, jobs=jobs, warm_start=warm_start, progress=progress,
+                               engine_factory=engine_factory)
         points.append({"value": value, "scenario": point_scenario.to_dict(), "policies": results})
     return {"version": SCHEMA_VERSION, "scenario": points[0]["scenario"], "policies": points[0]["policies"],
             "sweep": {"parameter": field, "points": points}}

@@ -19,7 +19,7 @@ from lodestar_vllm.bench.results import summarise
 from lodestar_vllm.bench.scenario import Scenario, ScenarioError
 from lodestar_vllm.policies.base import RoutingPolicy
 from lodestar_vllm.policies.registry import create_policy, policy_names
-from lodestar_vllm.sim.cluster import ClusterSimulator
+from lodestar_vllm.sim.cluster import ClusterSimulator, EngineFactory, default_engine_factory
 from lodestar_vllm.sim.oracle import OracleGreedyPolicy
 
 ORACLE = "oracle-greedy"
@@ -50,6 +50,8 @@ class RunOptions:
     save_checkpoint: str | None = None  # learned policy's checkpoint written after the run
     progress: bool = True
     progress_position: int = 0
+    # Test seam: a stand-in engine (must be a module-level function to cross process boundaries).
+    engine_factory: EngineFactory = default_engine_factory
 
 
 def _make_policy(name: str, seed: int, sim: ClusterSimulator) -> RoutingPolicy:
@@ -76,7 +78,8 @@ def run_policy(scenario: Scenario, name: str, options: RunOptions | None = None)
     options = options or RunOptions()
     requests = scenario.load_requests()
     choice = scenario.load_cluster()
-    sim = ClusterSimulator(choice.spec, requests, scenario.sim_config(), scenario.events(choice, requests))
+    sim = ClusterSimulator(choice.spec, requests, scenario.sim_config(), scenario.events(choice, requests),
+                           options.engine_factory)
     policies = [_make_policy(name, scenario.seed + i, sim) for i in range(scenario.replicas)]
     extras: dict[str, Any] = {}
     if options.warm_start and not is_heuristic(name) and name != ORACLE:
@@ -113,12 +116,13 @@ def _run_job(args: tuple[Scenario, str, RunOptions]) -> tuple[str, dict[str, Any
 
 
 def run_policies(scenario: Scenario, names: Sequence[str], *, jobs: int = 2, warm_start: str | None = None,
-                 save_checkpoint: str | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
+                 save_checkpoint: str | None = None, progress: bool = True,
+                 engine_factory: EngineFactory = default_engine_factory) -> dict[str, dict[str, Any]]:
     """Every policy on the same scenario; results in the order of ``names``."""
     check_policies(names)
     jobs_list = [
         (scenario, name, RunOptions(warm_start, save_checkpoint if not is_heuristic(name) else None,
-                                    progress, idx % max(1, jobs)))
+                                    progress, idx % max(1, jobs), engine_factory))
         for idx, name in enumerate(names)
     ]
     if jobs <= 1 or len(names) == 1:

@@ -1,0 +1,124 @@
+"""The benchmark layer on tiny runs: presets, scenario errors, results.json schema, report and plots, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lodestar_vllm.bench.command import run_benchmark
+from lodestar_vllm.bench.presets import ADAPTATION, CLUSTER_YAML, cluster_names, load_cluster
+from lodestar_vllm.bench.report import write_report
+from lodestar_vllm.bench.results import POLICY_KEYS, load_results, write_results
+from lodestar_vllm.bench.runner import is_heuristic
+from lodestar_vllm.bench.scenario import Scenario, ScenarioError
+from lodestar_vllm.policies.registry import register
+from tests.bench.fakes import fake_factory
+
+register("test-roundrobin", "tests.bench.fakes:RoundRobin")
+register("test-random", "tests.bench.fakes:Recording")
+TINY = Scenario(cluster="tiny", workload="prefix-sharing", seed=3, max_requests=40, rate_scale=4.0)
+
+
+def test_every_preset_loads() -> None:
+    assert set(cluster_names()) == set(CLUSTER_YAML) | set(ADAPTATION)
+    sizes = {name: len(load_cluster(name).spec.instances) for name in cluster_names()}
+    assert sizes["paper-homogeneous"] == sizes["paper-heterogeneous"] == sizes["mixed-fleet"] == 8
+    assert sizes["large"] == 32
+    hetero = load_cluster("paper-heterogeneous").spec
+    assert [i.gpu for i in hetero.instances] == ["A30"] * 4 + ["V100"] * 4
+    h100 = [i for i in load_cluster("mixed-fleet").spec.instances if i.gpu == "H100"]
+    assert len(h100) == 2 and h100[0].engine.max_num_batched_tokens == 8192
+
+
+def test_adaptation_preset_slows_half_the_fleet_at_mid_run() -> None:
+    (event,) = load_cluster("paper-heterogeneous-slowdown").events(span_s=600.0)
+    assert event.at == 300.0 and event.action == "slowdown" and event.factor == 2.0
+    assert event.instances == ("a30-0", "a30-1", "a30-2", "a30-3")
+
+
+def test_cluster_file_and_bad_names(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model: llama-3.1-8b\ninstances:\n  - {gpu: L4, count: 3}\n", encoding="utf-8")
+    choice = load_cluster(str(path))
+    assert choice.name == "c" and len(choice.spec.instances) == 3
+    with pytest.raises(ValueError, match="unknown cluster 'nope'.*paper-homogeneous"):
+        load_cluster("nope")
+    with pytest.raises(ValueError, match="not found"):
+        load_cluster(str(tmp_path / "missing.yaml"))
+
+
+def test_missing_trace_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_SHARED", str(tmp_path / "no-shared-here"))
+    with pytest.raises(ScenarioError, match="mooncake-conversation.*absent.*LODESTAR_SHARED"):
+        Scenario(cluster="tiny", workload="mooncake-conversation").load_requests()
+    with pytest.raises(ScenarioError, match="unknown workload"):
+        Scenario(cluster="tiny", workload="no-such-workload").load_requests()
+
+
+def test_results_schema_report_and_plots(tmp_path: Path) -> None:
+    policies = ["test-roundrobin", "test-random", "oracle-greedy"]
+    doc = run_benchmark(TINY, policies, jobs=1, progress=False, engine_factory=fake_factory)
+    write_results(tmp_path / "results.json", doc)
+    loaded = load_results(tmp_path / "results.json")
+    assert loaded["scenario"]["cluster"] == "tiny" and loaded["scenario"]["rate_scale"] == 4.0
+    assert list(loaded["policies"]) == policies
+    for name, res in loaded["policies"].items():
+        assert set(POLICY_KEYS) <= set(res), name
+        assert res["requests"] == 40 and res["completed"] + res["failed"] == 40
+        assert 0 < res["ttft_p50_s"] <= res["ttft_p90_s"] <= res["ttft_p99_s"]
+        assert res["e2e_mean_s"] > res["ttft_mean_s"]
+        assert sum(res["per_instance_share"].values()) == pytest.approx(1.0)
+        assert res["timeline"] and all({"t_s", "ttft_mean_s", "ttft_p99_s"} <= set(w) for w in res["timeline"])
+        assert res["wall_s"] >= 0 and res["virtual_s"] > 0
+    assert loaded["policies"]["test-roundrobin"]["per_instance_share"] == {"a100-40gb-0": 0.5, "l4-0": 0.5}
+    report = write_report(tmp_path, loaded)
+    text = report.read_text(encoding="utf-8")
+    assert "| test-roundrobin |" in text and "best heuristic" in text and "**" in text
+    for png in ("ttft_cdf.png", "ttft_over_time.png", "load_share.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert png in text
+
+
+def test_same_seed_same_numbers() -> None:
+    a = run_benchmark(TINY, ["test-random"], jobs=1, progress=False, engine_factory=fake_factory)
+    b = run_benchmark(TINY, ["test-random"], jobs=1, progress=False, engine_factory=fake_factory)
+    strip = ("wall_s",)
+    assert {k: v for k, v in a["policies"]["test-random"].items() if k not in strip} == {
+        k: v for k, v in b["policies"]["test-random"].items() if k not in strip
+    }
+
+
+def test_sweep_writes_points_and_the_load_plot(tmp_path: Path) -> None:
+    doc = run_benchmark(TINY, ["test-roundrobin"], jobs=1, progress=False, sweep="rate-scale=1,8",
+                        engine_factory=fake_factory)
+    points = doc["sweep"]["points"]
+    assert [p["value"] for p in points] == [1.0, 8.0]
+    assert doc["policies"] == points[0]["policies"]
+    low, high = (p["policies"]["test-roundrobin"]["ttft_mean_s"] for p in points)
+    assert high > low  # 8x the arrival rate on the same fleet queues more
+    write_report(tmp_path, json.loads(json.dumps(doc)))
+    assert (tmp_path / "ttft_vs_load.png").exists()
+
+
+def test_bad_input_is_refused_before_running() -> None:
+    with pytest.raises(ScenarioError, match="unknown policy"):
+        run_benchmark(TINY, ["no-such-policy"], jobs=1, progress=False)
+    with pytest.raises(ScenarioError, match="--sweep"):
+        run_benchmark(TINY, ["test-roundrobin"], jobs=1, progress=False, sweep="colour=1,2")
+    with pytest.raises(ScenarioError, match="unknown cluster"):
+        run_benchmark(TINY.with_(cluster="nope"), ["test-roundrobin"], jobs=1, progress=False)
+
+
+def test_heuristic_classification() -> None:
+    assert is_heuristic("aibrix-prefix-load") and is_heuristic("roundrobin")
+    assert not is_heuristic("learned") and not is_heuristic("learned-shadow") and not is_heuristic("oracle-greedy")
+
+
+def test_cli_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lodestar_vllm.cli import main
+
+    rc = main(["bench", "--cluster", "nope", "--workload", "prefix-sharing", "--policies", "test-roundrobin",
+               "--out", str(tmp_path)])
+    assert rc == 2 and "unknown cluster" in capsys.readouterr().err
