@@ -1,0 +1,67 @@
+"""Learned state on disk: restored at start, written periodically and at shutdown.
+
+The snapshot is taken on the event loop (the policy is only touched there) and written from a worker thread,
+atomically (temp file + rename), so neither a slow disk nor a crash mid-write can corrupt the last good file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lodestar_vllm.policies.base import RoutingPolicy
+
+logger = logging.getLogger(__name__)
+
+
+def supports_checkpoints(policy: RoutingPolicy) -> bool:
+    return hasattr(policy, "export_checkpoint") or hasattr(policy, "save_checkpoint")
+
+
+def restore(policy: RoutingPolicy, path: str) -> bool:
+    """Load ``path`` into the policy when both exist; a corrupt file is an error, not a silent cold start."""
+    if not Path(path).exists():
+        logger.info("lodestar: no checkpoint at %s, starting cold", path)
+        return False
+    if not hasattr(policy, "load_checkpoint"):
+        raise RuntimeError(f"policy {policy.name!r} cannot load checkpoints but {path} exists")
+    policy.load_checkpoint(path)  # type: ignore[attr-defined]
+    logger.info("lodestar: restored learned state from %s", path)
+    return True
+
+
+async def save(policy: RoutingPolicy, path: str) -> None:
+    if hasattr(policy, "export_checkpoint"):
+        snapshot = policy.export_checkpoint()  # type: ignore[attr-defined]
+        await asyncio.to_thread(_write_atomically, path, snapshot)
+    elif hasattr(policy, "save_checkpoint"):
+        await asyncio.to_thread(policy.save_checkpoint, path)  # type: ignore[attr-defined]
+
+
+def save_blocking(policy: RoutingPolicy, path: str) -> None:
+    """For shutdown paths without a running loop."""
+    if hasattr(policy, "export_checkpoint"):
+        _write_atomically(path, policy.export_checkpoint())  # type: ignore[attr-defined]
+    elif hasattr(policy, "save_checkpoint"):
+        policy.save_checkpoint(path)  # type: ignore[attr-defined]
+
+
+def _write_atomically(path: str, snapshot: Any) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = snapshot if isinstance(snapshot, bytes | bytearray) else pickle.dumps(snapshot)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,43 @@
+"""A small, deterministic policy for adapter tests: least outstanding requests, recording every hook call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lodestar_vllm.core.types import Decision, DecisionPath, InstanceView, Outcome, RequestInfo
+from lodestar_vllm.policies.base import RoutingPolicy
+
+
+class StubPolicy(RoutingPolicy):
+    name = "stub"
+
+    def __init__(self, seed: int = 0, fail_route: bool = False) -> None:
+        self.seed = seed
+        self.fail_route = fail_route
+        self.outstanding: dict[str, int] = {}
+        self.routes: list[tuple[RequestInfo, list[InstanceView]]] = []
+        self.first_tokens: list[tuple[str, str]] = []
+        self.outcomes: list[Outcome] = []
+        self.routed_ids: set[str] = set()
+
+    def route(self, request: RequestInfo, candidates: Sequence[InstanceView], now: float) -> Decision:
+        if self.fail_route:
+            raise RuntimeError("stub asked to fail")
+        self.routes.append((request, list(candidates)))
+        self.routed_ids.add(request.request_id)
+        url = min(candidates, key=lambda c: (self.outstanding.get(c.url, 0), c.url)).url
+        self.outstanding[url] = self.outstanding.get(url, 0) + 1
+        return Decision(url=url, path=DecisionPath.HEURISTIC, reason="least outstanding")
+
+    def on_first_token(self, request_id: str, url: str, now: float) -> None:
+        self.first_tokens.append((request_id, url))
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        self.outstanding[outcome.url] -= 1
+
+    def status(self) -> dict[str, object]:
+        return {"outstanding": dict(self.outstanding), "outcomes": len(self.outcomes)}
+
+    def explain(self, request_id: str) -> dict[str, object]:
+        return {"stub": request_id in self.routed_ids}

@@ -1,0 +1,133 @@
+"""LearnedRouter + runtime without the host: both call styles, fallbacks, state outside the router object."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lodestar_vllm.core.types import DecisionPath
+from lodestar_vllm.integrations.production_stack import runtime as runtime_mod
+from lodestar_vllm.integrations.production_stack.routing import LearnedRouter, RoutedUrl
+from lodestar_vllm.integrations.production_stack.runtime import LodestarRuntime, install_runtime
+from lodestar_vllm.integrations.production_stack.settings import LodestarSettings
+from tests.prodstack.stub_policy import StubPolicy
+
+URLS = ["http://a:8000", "http://b:8000"]
+
+
+@dataclass
+class Endpoint:
+    url: str
+    healthy: bool = True
+
+
+@dataclass
+class FakeRequest:  # what the router reads of a starlette Request: headers, and the cached body
+    body: dict
+    headers: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._body = json.dumps(self.body).encode()
+
+
+def _runtime(policy: StubPolicy | None = None, **kw: object) -> LodestarRuntime:
+    return install_runtime(LodestarRuntime(LodestarSettings(policy="stub", **kw), policy=policy or StubPolicy()))
+
+
+def _router() -> LearnedRouter:
+    router = LearnedRouter.__new__(LearnedRouter)  # hostless: no singleton metaclass
+    router.__init__()
+    return router
+
+
+async def test_sync_and_awaited_calls_return_a_candidate_and_build_the_request() -> None:
+    runtime = _runtime()
+    router = _router()
+    endpoints = [Endpoint(u) for u in URLS]
+    req = FakeRequest({"model": "m", "prompt": "hello world", "max_tokens": 5}, {"X-Request-Id": "r1"})
+    url = router.route_request(endpoints, {}, {}, req)  # the stock host's 4-argument sync call
+    assert isinstance(url, RoutedUrl) and url in URLS
+    url2 = await router.route_request(endpoints, {}, {}, req, {"model": "m", "messages": [{"content": "hi"}]})
+    assert url2 in URLS and type(url2) is str
+    (info1, views1), (info2, _) = runtime.policy.routes
+    assert (info1.request_id, info1.model, info1.prompt_text, info1.max_tokens) == ("r1", "m", "hello world", 5)
+    assert info2.prompt_text == "hi" and info2.request_id != "r1"  # second attempt under the same id
+    assert [v.url for v in views1] == URLS
+    # Routed twice in one context without a dispatch in between: the first decision never ran.
+    assert runtime.tracker.counts()["pending"] == 1
+    assert [(o.request_id, o.error) for o in runtime.policy.outcomes] == [("r1", "not dispatched")]
+
+
+def test_policy_errors_and_foreign_urls_fall_back_to_a_candidate() -> None:
+    runtime = _runtime(StubPolicy(fail_route=True))
+    router = _router()
+    endpoints = [Endpoint(URLS[0], healthy=False), Endpoint(URLS[1])]
+    for _ in range(3):
+        assert router.route_request(endpoints, {}, {}, FakeRequest({"model": "m"})) == URLS[1]  # healthy first
+    assert runtime.fallbacks == 3
+    record = runtime.explain("lodestar-1")
+    assert record is not None and record["attempts"][0]["path"] == DecisionPath.FALLBACK.value
+
+
+def test_bad_request_bodies_never_raise() -> None:
+    runtime = _runtime()
+    router = _router()
+    for request in (object(), FakeRequest([1, 2]), FakeRequest({"prompt": {"x": 1}, "max_tokens": "9"})):
+        assert router.route_request([Endpoint(URLS[0])], None, None, request) == URLS[0]
+    assert runtime.fallbacks == 0
+
+
+def test_runtime_failure_still_routes() -> None:
+    install_runtime(None)  # type: ignore[arg-type]
+    runtime_mod._RUNTIME = None
+    # No runtime and a settings error from the environment: the router must still answer, loudly.
+    import os
+
+    os.environ["LODESTAR_SEED"] = "not-a-number"
+    try:
+        assert _router().route_request([Endpoint(URLS[1])], {}, {}, FakeRequest({})) == URLS[1]
+    finally:
+        del os.environ["LODESTAR_SEED"]
+
+
+def test_state_survives_router_replacement() -> None:
+    runtime = _runtime()
+    first = _router()
+    first.route_request([Endpoint(URLS[0])], {}, {}, FakeRequest({"model": "m"}))
+    first.close()  # the host drops its singleton on reconfiguration
+    second = _router()
+    second.route_request([Endpoint(URLS[0])], {}, {}, FakeRequest({"model": "m"}))
+    assert runtime_mod.current_runtime() is runtime and len(runtime.policy.routes) == 2
+
+
+def test_no_endpoints_is_the_only_error() -> None:
+    _runtime()
+    with pytest.raises(ValueError):
+        _router().route_request([], {}, {}, FakeRequest({}))
+
+
+async def test_checkpoint_written_and_restored(tmp_path: Path) -> None:
+    class CheckpointedStub(StubPolicy):
+        def export_checkpoint(self) -> dict:
+            return {"outstanding": dict(self.outstanding), "n": len(self.outcomes)}
+
+        def load_checkpoint(self, path: str) -> None:
+            import pickle
+
+            self.loaded = pickle.loads(Path(path).read_bytes())
+
+    path = tmp_path / "ckpt" / "state.pkl"
+    runtime = _runtime(CheckpointedStub(), checkpoint_path=str(path))
+    _router().route_request([Endpoint(URLS[0])], {}, {}, FakeRequest({"model": "m"}))
+    await runtime.save_checkpoint()
+    restored = CheckpointedStub()
+    LodestarRuntime(LodestarSettings(policy="stub", checkpoint_path=str(path)), policy=restored)
+    assert restored.loaded == {"outstanding": {URLS[0]: 1}, "n": 0}
+
+
+def test_custom_policy_by_module_path() -> None:
+    runtime = LodestarRuntime(LodestarSettings(policy="tests.prodstack.stub_policy:StubPolicy", seed=4))
+    assert isinstance(runtime.policy, StubPolicy) and runtime.policy.seed == 4
+    with pytest.raises(ValueError, match="unknown policy"):
+        LodestarRuntime(LodestarSettings(policy="no-such-policy"))
