@@ -1,4 +1,4 @@
-"""A small, deterministic policy for adapter tests: least outstanding requests, recording every hook call."""
+"""A small, deterministic policy for adapter tests: round-robin over sorted urls, recording every hook call."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ class StubPolicy(RoutingPolicy):
             raise RuntimeError("stub asked to fail")
         self.routes.append((request, list(candidates)))
         self.routed_ids.add(request.request_id)
-        url = min(candidates, key=lambda c: (self.outstanding.get(c.url, 0), c.url)).url
+        urls = sorted(c.url for c in candidates)
+        url = urls[len(self.routes) % len(urls)]
         self.outstanding[url] = self.outstanding.get(url, 0) + 1
-        return Decision(url=url, path=DecisionPath.HEURISTIC, reason="least outstanding")
+        return Decision(url=url, path=DecisionPath.HEURISTIC, reason="round-robin")
 
     def on_first_token(self, request_id: str, url: str, now: float) -> None:
         self.first_tokens.append((request_id, url))
