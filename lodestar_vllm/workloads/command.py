@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.workload:
         _list(sys.stdout)
         return 0
+    started = time.perf_counter()
     try:
         requests = load_workload(
             args.workload, seed=args.seed, rate_scale=args.rate_scale, duration=args.duration,
@@ -74,6 +76,16 @@ def run(args: argparse.Namespace) -> int:
                 export(requests, fh, args.text)
             print(f"wrote {len(requests)} requests to {args.export}", file=sys.stderr)
         return 0
+    loaded = time.perf_counter() - started
+    sample = requests[:: max(1, len(requests) // 500)]
+    started = time.perf_counter()
+    chars = sum(len(r.prompt_text()) for r in sample)
+    per_prompt_us = (time.perf_counter() - started) / len(sample) * 1e6
+    print(
+        f"loaded {len(requests)} requests in {loaded:.2f} s; prompt text {per_prompt_us:.0f} us per prompt "
+        f"(mean {chars / 4 / len(sample):.0f} tokens, {len(sample)} sampled)",
+        file=sys.stderr,
+    )
     if not args.no_sharing:
         print(f"measuring prefix sharing over {len(requests)} prompts...", file=sys.stderr)
     stats = workload_stats(requests, block_size=args.block_size, measure_sharing=not args.no_sharing)
