@@ -1,8 +1,13 @@
-"""CONTRACT STUB — to be replaced by the engine-model implementation (keep these names and signatures).
-
-The vLLM V1 engine core, driver-agnostic: ``step(now)`` runs one scheduler iteration starting at ``now`` and
+"""The vLLM V1 engine core, driver-agnostic: ``step(now)`` runs one scheduler iteration starting at ``now`` and
 returns how long it takes and what it produced. A virtual-time driver and a real-time (asyncio) driver both
 call ``step``; the engine itself never reads a clock.
+
+Composition, one owner per concern as in vLLM: ``kv_cache.BlockPool`` (blocks, prefix cache, LRU eviction),
+``scheduler.Scheduler`` (continuous batching, chunked prefill, preemption), ``step_time.StepTimeModel`` (how long
+a step takes on this GPU for this model), ``profiles`` (the hardware and model facts).
+
+Outputs of a step are effective at ``start + duration``: drivers deliver tokens then and call ``step`` again
+no earlier. An idle engine (``has_unfinished()`` false) need not be stepped.
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lodestar_vllm.sim.cluster_spec import EngineConfig
+from lodestar_vllm.sim.kv_cache import BlockPool, num_gpu_blocks
+from lodestar_vllm.sim.profiles import EngineProfile
+from lodestar_vllm.sim.scheduler import Scheduler
+from lodestar_vllm.sim.step_time import StepTimeModel, prefill_pairs
 
 
 @dataclass(slots=True)
@@ -51,29 +60,92 @@ class EngineStats:
 
 
 class EngineCore:
-    def __init__(self, profile: object, config: EngineConfig) -> None:
-        raise NotImplementedError
+    def __init__(self, profile: EngineProfile, config: EngineConfig) -> None:
+        self.profile = profile
+        self.config = config
+        self.num_gpu_blocks = num_gpu_blocks(profile, config)
+        self.block_size = config.block_size
+        self.pool = BlockPool(self.num_gpu_blocks)
+        self.scheduler = Scheduler(
+            self.pool,
+            config.block_size,
+            config.max_num_batched_tokens,
+            config.max_num_seqs,
+            config.max_model_len,
+            config.enable_prefix_caching,
+        )
+        self.step_time = StepTimeModel(profile.step)
+        self._busy_until = 0.0
+
+    @property
+    def max_model_len(self) -> int:
+        """The effective limit: the configured one, capped by what the KV cache can hold for one request."""
+        return self.scheduler.max_model_len
 
     def add_request(self, request: EngineRequest) -> None:
-        raise NotImplementedError
+        """Queue a request (ValueError for a bad one: duplicate id, empty or too long prompt, bad hashes)."""
+        self.scheduler.add(
+            request.request_id, request.prompt_len, request.max_tokens, request.block_hashes, request.arrival_time
+        )
 
     def abort_request(self, request_id: str) -> bool:
-        raise NotImplementedError
+        """Drop a waiting or running request and free its blocks; False when it is unknown or finished."""
+        return self.scheduler.abort(request_id)
 
     def has_unfinished(self) -> bool:
-        raise NotImplementedError
+        return bool(self.scheduler.requests)
 
     def step(self, now: float) -> StepResult:
-        raise NotImplementedError
+        out = self.scheduler.schedule()
+        if out.tokens == 0:
+            return StepResult(now, 0.0)
+        duration = self.step_time.duration(out.tokens, out.seqs, out.pairs, out.decode_context)
+        self._busy_until = now + duration
+        return StepResult(now, duration, out.tokens, out.emitted, out.first_token, out.finished)
 
     def stats(self) -> EngineStats:
-        raise NotImplementedError
+        s = self.scheduler
+        return EngineStats(
+            num_running=len(s.running),
+            num_waiting=len(s.waiting),
+            kv_cache_usage=self.pool.usage(),
+            num_preemptions_total=s.num_preemptions,
+            prefix_cache_queries_total=s.prefix_queries,
+            prefix_cache_hits_total=s.prefix_hits,
+            prompt_tokens_total=s.prompt_tokens,
+            generation_tokens_total=s.generation_tokens,
+            num_gpu_blocks=self.num_gpu_blocks,
+            block_size=self.block_size,
+        )
 
     def estimate_ttft(self, prompt_len: int, block_hashes: Sequence[int], now: float) -> float:
         """What-if: seconds until the first token of such a request added now, from the engine's true queues
-        (used by the oracle router only; cheap, no mutation)."""
-        raise NotImplementedError
+        (used by the oracle router only; cheap, no mutation).
+
+        The backlog ahead of it (waiting prompts, the rest of the current prefill) plus its own uncached
+        tokens are chunked through the token budget left over by the current decoders, at the current batch's
+        step time; the step in flight finishes first. Not modelled: seats (``max_num_seqs``) or KV blocks
+        running out, and prefix hits of the requests ahead."""
+        s = self.scheduler
+        bs = self.block_size
+        hit = 0
+        if s.prefix_caching and block_hashes and prompt_len > 1:
+            hit = len(self.pool.match_prefix(block_hashes, (prompt_len - 1) // bs)) * bs
+        own = max(1, prompt_len - hit)
+        total = s.prefill_backlog() + own
+        n_dec = s.num_decoding
+        per_step = max(1, s.budget - n_dec)
+        full_steps = (total - 1) // per_step
+        last = total - full_steps * per_step
+        ctx = s.decode_context()
+        model = self.step_time
+        t = model.duration(n_dec + last, n_dec + 1, prefill_pairs(hit, min(own, last)), ctx)
+        if full_steps:
+            t += full_steps * model.duration(n_dec + per_step, n_dec, 0, ctx)
+        if self._busy_until > now:
+            t += self._busy_until - now
+        return t
 
     def cached_tokens(self, request_id: str) -> int:
         """Prefix-cache hit tokens of the request when it was first scheduled (0 before)."""
-        raise NotImplementedError
+        return self.scheduler.cached_tokens(request_id)

@@ -1,0 +1,141 @@
+"""The paged KV cache: a pool of fixed-size blocks with prefix caching, as vLLM V1's BlockPool.
+
+Blocks are ints ``0..num_blocks-1``. A block is either in use (ref count > 0) or free; a free block may still
+hold a cached prompt block (its chain hash maps to it) until it is evicted. The free queue is LRU: freeing
+appends at the tail, allocation takes the head, so callers free a request's blocks tail-first and its tail is
+reused first, as vLLM does. Only FULL prompt blocks carry a hash (their chain hash from the caller).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from lodestar_vllm.sim.cluster_spec import EngineConfig
+from lodestar_vllm.sim.profiles import GIB, EngineProfile
+
+
+def num_gpu_blocks(profile: EngineProfile, config: EngineConfig) -> int:
+    """KV capacity in blocks: (memory x utilization - weights - activation reserve) / bytes per block.
+
+    ``config.num_gpu_blocks`` overrides (a real engine started with --kv-cache-memory-bytes or
+    --num-gpu-blocks-override). Raises ValueError when nothing is left for the KV cache, like vLLM does.
+    """
+    if config.block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {config.block_size}")
+    if config.num_gpu_blocks is not None:
+        if config.num_gpu_blocks < 1:
+            raise ValueError(f"num_gpu_blocks must be >= 1, got {config.num_gpu_blocks}")
+        return config.num_gpu_blocks
+    if not 0.0 < config.gpu_memory_utilization <= 1.0:
+        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {config.gpu_memory_utilization}")
+    usable = profile.gpu.memory_bytes * config.gpu_memory_utilization
+    reserve = profile.reserve_fixed_bytes + profile.reserve_bytes_per_batched_token * config.max_num_batched_tokens
+    kv_bytes = usable - profile.weight_bytes_per_gpu - reserve
+    blocks = int(kv_bytes // (profile.kv_bytes_per_token * config.block_size))
+    if blocks < 1:
+        raise ValueError(
+            f"no memory left for the KV cache: {profile.name} at gpu_memory_utilization="
+            f"{config.gpu_memory_utilization} has {usable / GIB:.1f} GiB for weights "
+            f"{profile.weight_bytes_per_gpu / GIB:.1f} GiB + reserve {reserve / GIB:.1f} GiB"
+        )
+    return blocks
+
+
+class BlockPool:
+    __slots__ = ("num_blocks", "_ref", "_hash_of", "_cached", "_free")
+
+    def __init__(self, num_blocks: int) -> None:
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        self.num_blocks = num_blocks
+        self._ref = [0] * num_blocks
+        self._hash_of: list[int | None] = [None] * num_blocks
+        self._cached: dict[int, int] = {}  # chain hash -> block
+        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+
+    @property
+    def num_free(self) -> int:
+        """Free blocks, cached ones included (they are evictable): vLLM's usage is 1 - free / total."""
+        return len(self._free)
+
+    @property
+    def num_cached(self) -> int:
+        return len(self._cached)
+
+    def usage(self) -> float:
+        return 1.0 - len(self._free) / self.num_blocks
+
+    def match_prefix(self, block_hashes: Sequence[int], max_blocks: int) -> list[int]:
+        """Blocks holding the longest cached chain of ``block_hashes`` (at most ``max_blocks``); no mutation."""
+        cached = self._cached
+        out: list[int] = []
+        for h in block_hashes[:max_blocks]:
+            block = cached.get(h)
+            if block is None:
+                break
+            out.append(block)
+        return out
+
+    def count_free_among(self, blocks: Sequence[int]) -> int:
+        ref = self._ref
+        return sum(1 for b in blocks if ref[b] == 0)
+
+    def touch(self, blocks: Sequence[int]) -> None:
+        """Take a reference on prefix-hit blocks (a free cached block leaves the free queue)."""
+        ref = self._ref
+        free = self._free
+        for b in blocks:
+            if ref[b] == 0:
+                del free[b]
+            ref[b] += 1
+
+    def allocate(self, n: int, out: list[int]) -> None:
+        """Append ``n`` fresh blocks to ``out``, evicting the least recently freed cached ones. The caller
+        checks ``num_free`` first: allocation is all-or-nothing at the scheduler level."""
+        free = self._free
+        ref = self._ref
+        hash_of = self._hash_of
+        cached = self._cached
+        for _ in range(n):
+            b, _none = free.popitem(last=False)
+            h = hash_of[b]
+            if h is not None:
+                if cached.get(h) == b:
+                    del cached[h]
+                hash_of[b] = None
+            ref[b] = 1
+            out.append(b)
+
+    def allocate_one(self) -> int:
+        b, _none = self._free.popitem(last=False)
+        h = self._hash_of[b]
+        if h is not None:
+            if self._cached.get(h) == b:
+                del self._cached[h]
+            self._hash_of[b] = None
+        self._ref[b] = 1
+        return b
+
+    def cache_block(self, block: int, block_hash: int) -> None:
+        """Register a full prompt block under its chain hash; an equal block already cached is kept."""
+        if block_hash not in self._cached and self._hash_of[block] is None:
+            self._cached[block_hash] = block
+            self._hash_of[block] = block_hash
+
+    def free(self, blocks: Sequence[int]) -> None:
+        """Drop one reference on each block, in the order given (pass them tail-first)."""
+        ref = self._ref
+        free = self._free
+        for b in reversed(blocks):
+            r = ref[b] - 1
+            ref[b] = r
+            if r == 0:
+                free[b] = None
+
+    def free_order(self) -> list[int]:
+        """The free queue, next-to-evict first (tests and debugging)."""
+        return list(self._free)
+
+    def is_cached(self, block_hash: int) -> bool:
+        return block_hash in self._cached
