@@ -96,6 +96,7 @@ class Scheduler:
         self.running: list[Request] = []
         self.running_ids: list[str] = []
         self.prefiller: Request | None = None  # the running request part-way through its prefill (tail)
+        self.finishing: list[Request] = []  # done at their first token; released at the end of the step
         self.clock = 0  # decode clock: number of steps taken
         self.buckets: list[dict[Request, None]] = [{} for _ in range(block_size)]
         self.finish_at: dict[int, list[Request]] = {}
@@ -223,7 +224,7 @@ class Scheduler:
             out.first_token.append(r.request_id)
             self.prompt_tokens += r.prompt_len
         if r.num_output >= r.max_output:
-            self._finish(r, out)
+            self.finishing.append(r)  # its blocks and seat stay taken until the step is over, as in vLLM
         else:
             self._enter_decode(r, self.clock + 1)
 
@@ -299,6 +300,10 @@ class Scheduler:
             for r in done:
                 self._leave_decode(r, clock + 1, finishing=True)
                 self._finish(r, out)
+        if self.finishing:
+            for r in self.finishing:
+                self._finish(r, out)
+            self.finishing.clear()
         return out
 
     def _schedule_running_short_of_blocks(self, crossing: dict[Request, None]) -> tuple[bool, int]:

@@ -164,3 +164,36 @@ def test_generation_stops_at_max_model_len() -> None:
 def test_batch_size_config_must_be_valid() -> None:
     with pytest.raises(ValueError, match="max_num_seqs"):
         make_engine(budget=16, max_seqs=32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_scheduler_matches_a_naive_vllm_scheduler_step_by_step(seed: int) -> None:
+    from tests.engine.reference_scheduler import RefScheduler
+
+    rng = random.Random(seed)
+    blocks, budget, seats = rng.choice([(48, 64, 8), (90, 128, 12), (300, 512, 32), (50, 32, 4)])
+    engine = make_engine(num_gpu_blocks=blocks, budget=budget, max_seqs=seats)
+    ref = RefScheduler(blocks, 16, budget, seats, engine.config.max_model_len)
+    arrivals = _random_workload(seed, n=50)
+    now = 0.0
+    i = 0
+    for _step in range(20_000):
+        while i < len(arrivals) and arrivals[i][0] <= now:
+            req = arrivals[i][1]
+            engine.add_request(req)
+            ref.add(req.request_id, req.prompt_len, req.max_tokens, list(req.block_hashes))
+            i += 1
+        if not engine.has_unfinished():
+            if i == len(arrivals):
+                break
+            now = arrivals[i][0]
+            continue
+        res = engine.step(now)
+        tokens, emitted, first, finished = ref.step()
+        assert (res.scheduled_tokens, res.emitted, res.first_token) == (tokens, emitted, first)
+        assert sorted(rid for rid, _ in res.finished) == sorted(finished)
+        assert engine.stats().num_preemptions_total == ref.preemptions
+        assert engine.pool.num_free == ref.pool.num_free
+        now += res.duration
+    assert i == len(arrivals) and not engine.has_unfinished()
+    assert engine.stats().prefix_cache_hits_total == ref.hits
