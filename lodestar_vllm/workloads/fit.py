@@ -1,14 +1,16 @@
 """Fit the trace look-alikes to the public traces and print the fitted parameters.
 
-    python -m lodestar_vllm.workloads.fit [--shared PATH]
+    python -m lodestar_vllm.workloads.fit [--shared PATH] [--write]
 
-Prints a ``TRACE_LIKE`` block to paste into fitted.py, then compares each trace with its look-alike (same
-statistics, measured the same way). The traces stay in the shared folder; only these figures enter the code.
+Prints the fitted ``TRACE_LIKE`` parameters and compares each trace with its look-alike (same statistics,
+measured the same way); ``--write`` regenerates fitted.py with them. The traces stay in the shared folder; only
+these figures enter the code.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,15 @@ def burstiness_cv(arrivals: np.ndarray, bucketed: bool) -> float:
     return float(np.sqrt(counts.var() / counts.mean()))
 
 
+def rate_swing_sigma(arrivals: np.ndarray, cv: float) -> float:
+    """Lognormal sigma of a per-window rate multiplier that explains the window counts' dispersion beyond what a
+    renewal process of this cv gives: var(N) ~ m cv^2 + m^2 (exp(sigma^2) - 1), m the mean count."""
+    counts = np.bincount((arrivals // BURST_WINDOW_S).astype(int))
+    m = counts.mean()
+    excess = (counts.var() - m * cv * cv) / (m * m)
+    return float(np.sqrt(np.log1p(excess))) if excess > 0 else 0.0
+
+
 def conversation_structure(requests: list[WorkloadRequest]) -> tuple[np.ndarray, list[float], list[int], list[int]]:
     """Per request: is it a follow-up (shares more than the common first block with an earlier request)? For
     follow-ups: seconds back to the latest earlier request holding that prefix, and tokens beyond its prompt."""
@@ -68,11 +79,15 @@ def fit(name: str, source: str, requests: list[WorkloadRequest], mooncake: bool)
     arrivals = np.array([r.arrival_time for r in requests])
     duration = float(arrivals.max() - arrivals.min())
     prompts = [r.prompt_tokens for r in requests]
+    cv = round(burstiness_cv(arrivals, bucketed=mooncake), 3)
     common = dict(
         name=name,
         source=source,
         rate=round((len(requests) - 1) / duration, 4),
-        cv=round(burstiness_cv(arrivals, bucketed=mooncake), 3),
+        cv=cv,
+        # Mooncake's cv already comes from window counts; the others may swing more than their cv explains
+        rate_sigma=0.0 if mooncake else round(rate_swing_sigma(arrivals, cv), 3),
+        rate_window=BURST_WINDOW_S,
         duration=round(duration, 1),
         output_quantiles=quantiles([r.output_tokens for r in requests]),
         max_prompt=int(max(prompts)),
@@ -102,11 +117,42 @@ def _stats_line(label: str, requests: list[WorkloadRequest], block_size: int) ->
     )
 
 
+FITTED_HEADER = '''"""Fitted parameters of the trace look-alikes (lodestar_vllm.workloads.trace_like).
+
+Written by ``python -m lodestar_vllm.workloads.fit --write`` from the public traces in ../shared/data/traces
+(Mooncake FAST'25 conversation trace, Apache-2.0; Azure LLM inference traces 2023, CC-BY-4.0, Splitwise ISCA
+2024). Do not edit by hand: refit. The fit's comparison of each trace with its look-alike:
+
+{comparison}
+"""
+
+from __future__ import annotations
+
+from lodestar_vllm.workloads.trace_like import TraceLikeParams
+
+TRACE_LIKE: dict[str, TraceLikeParams] = {{
+'''
+
+
+def render_fitted(params: list[TraceLikeParams], comparison: list[str]) -> str:
+    lines = [FITTED_HEADER.format(comparison="\n".join(comparison))]
+    for p in params:
+        lines.append(f'    "{p.name}": TraceLikeParams(\n')
+        for field in dataclasses.fields(p):
+            value = getattr(p, field.name)
+            shown = f'"{value}"' if isinstance(value, str) else repr(value)
+            lines.append(f"        {field.name}={shown},\n")
+        lines.append("    ),\n")
+    lines.append("}\n")
+    return "".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from lodestar_vllm.workloads.catalog import shared_root
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=None, help="the shared folder (default: $LODESTAR_SHARED or ../shared)")
+    parser.add_argument("--write", action="store_true", help="regenerate lodestar_vllm/workloads/fitted.py")
     args = parser.parse_args(argv)
     root = args.shared or shared_root()
     fitted: dict[str, tuple[TraceLikeParams, list[WorkloadRequest]]] = {}
@@ -122,12 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     for name, (params, _) in fitted.items():
         print(f"    {name!r}: {params!r},")
     print("}")
-    print("\n# trace vs look-alike (seed 0); cv30s: cv from counts in 30 s windows (Mooncake's bucketed timestamps")
-    print("# make its plain cv meaningless); prefix-hit: on 512-token blocks of the text, unlimited cache")
+    comparison = [
+        "trace vs look-alike (seed 0); cv30s: cv from counts in 30 s windows (Mooncake's bucketed timestamps",
+        "make its plain cv meaningless); prefix-hit: on 512-token blocks of the text, unlimited cache",
+    ]
     for name, (params, requests) in fitted.items():
-        print(f"# {name}")
-        print("#" + _stats_line("trace", requests, 512))
-        print("#" + _stats_line("generated", generate_trace_like(params, seed=0, horizon=None, count=None), 512))
+        comparison.append(name)
+        comparison.append(_stats_line("trace", requests, 512))
+        comparison.append(_stats_line("generated", generate_trace_like(params, seed=0, horizon=None, count=None), 512))
+    print("\n" + "\n".join(comparison))
+    if args.write:
+        if len(fitted) != len(TRACES):
+            print("not writing fitted.py: some traces are absent")
+            return 1
+        target = Path(__file__).with_name("fitted.py")
+        target.write_text(render_fitted([p for p, _ in fitted.values()], comparison), encoding="utf-8")
+        print(f"wrote {target}")
     return 0
 
 

@@ -1,20 +1,20 @@
 """Fitted parameters of the trace look-alikes (lodestar_vllm.workloads.trace_like).
 
-Produced by ``python -m lodestar_vllm.workloads.fit`` on the public traces in ../shared/data/traces (Mooncake
-FAST'25 conversation trace, Apache-2.0; Azure LLM inference traces 2023, CC-BY-4.0, Splitwise ISCA 2024).
-Re-run it and paste its output here to refit. Its comparison of each trace with its look-alike:
+Written by ``python -m lodestar_vllm.workloads.fit --write`` from the public traces in ../shared/data/traces
+(Mooncake FAST'25 conversation trace, Apache-2.0; Azure LLM inference traces 2023, CC-BY-4.0, Splitwise ISCA
+2024). Do not edit by hand: refit. The fit's comparison of each trace with its look-alike:
 
 trace vs look-alike (seed 0); cv30s: cv from counts in 30 s windows (Mooncake's bucketed timestamps
 make its plain cv meaningless); prefix-hit: on 512-token blocks of the text, unlimited cache
 mooncake-like
- trace      n= 12031 rate= 3.401/s cv= 3.03 cv30s= 1.57 prompt mean=   12035 p50=   6909 p99=  85400 output mean=   343 prefix-hit=0.373
- generated  n= 11969 rate= 3.385/s cv= 1.58 cv30s= 1.50 prompt mean=   11494 p50=   5878 p99=  97052 output mean=   341 prefix-hit=0.373
+  trace      n= 12031 rate= 3.401/s cv= 3.03 cv30s= 1.57 prompt mean=   12035 p50=   6909 p99=  85400 output mean=   343 prefix-hit=0.373
+  generated  n= 11969 rate= 3.385/s cv= 1.58 cv30s= 1.50 prompt mean=   11494 p50=   5878 p99=  97052 output mean=   341 prefix-hit=0.373
 azure-code-like
- trace      n=  8819 rate= 2.566/s cv=13.15 cv30s=11.08 prompt mean=    2048 p50=   1469 p99=   7436 output mean=    28 prefix-hit=0.000
- generated  n=  8979 rate= 2.739/s cv=13.67 cv30s=10.67 prompt mean=    2049 p50=   1478 p99=   7424 output mean=    30 prefix-hit=0.000
+  trace      n=  8819 rate= 2.566/s cv=13.15 cv30s=11.08 prompt mean=    2048 p50=   1469 p99=   7436 output mean=    28 prefix-hit=0.000
+  generated  n=  8979 rate= 2.739/s cv=13.67 cv30s=10.67 prompt mean=    2049 p50=   1478 p99=   7424 output mean=    30 prefix-hit=0.000
 azure-conv-like
- trace      n= 19366 rate= 5.530/s cv= 1.09 cv30s= 3.12 prompt mean=    1155 p50=   1020 p99=   4142 output mean=   211 prefix-hit=0.000
- generated  n= 19360 rate= 5.530/s cv= 1.11 cv30s= 1.13 prompt mean=    1137 p50=   1020 p99=   4165 output mean=   211 prefix-hit=0.000
+  trace      n= 19366 rate= 5.530/s cv= 1.09 cv30s= 3.12 prompt mean=    1155 p50=   1020 p99=   4142 output mean=   211 prefix-hit=0.000
+  generated  n= 19176 rate= 5.477/s cv= 1.15 cv30s= 3.18 prompt mean=    1138 p50=   1020 p99=   4141 output mean=   212 prefix-hit=0.000
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ TRACE_LIKE: dict[str, TraceLikeParams] = {
         followup_fraction=0.3872,
         followup_age_quantiles=(0.0, 12.0, 30.0, 42.0, 60.0, 75.0, 96.0, 123.0, 162.0, 222.0, 318.0, 483.0, 615.4, 1476.9, 2639.4, 3030.0),
         followup_append_quantiles=(1.0, 1.0, 1.0, 1.0, 116.0, 266.0, 368.0, 454.0, 547.0, 696.0, 1494.6, 4621.3, 7418.8, 17220.6, 39837.8, 91918.0),
+        rate_sigma=0.0,
+        rate_window=30.0,
     ),
     "azure-code-like": TraceLikeParams(
         name="azure-code-like",
@@ -51,6 +53,8 @@ TRACE_LIKE: dict[str, TraceLikeParams] = {
         followup_fraction=0.0,
         followup_age_quantiles=(),
         followup_append_quantiles=(),
+        rate_sigma=0.0,
+        rate_window=30.0,
     ),
     "azure-conv-like": TraceLikeParams(
         name="azure-conv-like",
@@ -66,5 +70,7 @@ TRACE_LIKE: dict[str, TraceLikeParams] = {
         followup_fraction=0.0,
         followup_age_quantiles=(),
         followup_append_quantiles=(),
+        rate_sigma=0.224,
+        rate_window=30.0,
     ),
 }

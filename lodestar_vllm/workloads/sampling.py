@@ -11,11 +11,23 @@ PERCENTILES: tuple[float, ...] = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 9
 
 
 def arrival_times(
-    rng: np.random.Generator, rate: float, cv: float, *, horizon: float | None, count: int | None
+    rng: np.random.Generator,
+    rate: float,
+    cv: float,
+    *,
+    horizon: float | None,
+    count: int | None,
+    rate_sigma: float = 0.0,
+    window_s: float = 30.0,
 ) -> np.ndarray:
     """Arrival times of a renewal process with mean ``rate`` per second and inter-arrival coefficient of
     variation ``cv`` (gamma gaps; cv=1 is Poisson, cv>1 bursty, cv=0 evenly spaced). Stops at ``horizon``
-    seconds or ``count`` arrivals, whichever comes first; at least one of them must be given."""
+    seconds or ``count`` arrivals, whichever comes first; at least one of them must be given.
+
+    ``rate_sigma`` > 0 makes the rate swing from one ``window_s`` window to the next (a lognormal multiplier
+    of mean 1 per window): real traffic drifts over minutes, which a renewal process alone cannot show."""
+    if rate_sigma > 0:
+        return _modulated(rng, rate, cv, horizon, count, rate_sigma, window_s)
     if rate <= 0:
         raise ValueError(f"arrival rate must be > 0, got {rate}")
     if cv < 0:
@@ -55,3 +67,36 @@ def sample_quantiles(rng: np.random.Generator, table: Sequence[float], size: int
     logs = np.log(np.maximum(np.asarray(table, dtype=float), 1.0))
     u = rng.uniform(0.0, 100.0, size=size)
     return np.maximum(1, np.rint(np.exp(np.interp(u, PERCENTILES, logs)))).astype(np.int64)
+
+
+def _modulated(
+    rng: np.random.Generator,
+    rate: float,
+    cv: float,
+    horizon: float | None,
+    count: int | None,
+    sigma: float,
+    window_s: float,
+) -> np.ndarray:
+    # Time change: draw a rate-1 renewal process in "work" time, then map work back to seconds through the
+    # cumulative intensity of the piecewise-constant modulated rate. Local burstiness stays ``cv``.
+    if window_s <= 0:
+        raise ValueError(f"rate window must be > 0 s, got {window_s}")
+    if horizon is None and count is None:
+        raise ValueError("arrival_times needs a horizon or a count")
+    unit_horizon = None if horizon is None else horizon * rate * 4 + 64  # generous: trimmed in seconds below
+    work = arrival_times(rng, 1.0, cv, horizon=unit_horizon, count=None if horizon is not None else count)
+    windows = max(1, int(np.ceil(work[-1] / (rate * window_s * np.exp(-3 * sigma))))) + 1 if len(work) else 1
+    multipliers = rng.lognormal(-sigma * sigma / 2, sigma, size=windows)
+    edges_s = np.arange(windows + 1) * window_s
+    edges_work = np.concatenate([[0.0], np.cumsum(multipliers * rate * window_s)])
+    while len(work) and edges_work[-1] < work[-1]:  # rare: a run of low windows; extend
+        extra = rng.lognormal(-sigma * sigma / 2, sigma, size=windows)
+        edges_s = np.concatenate([edges_s, edges_s[-1] + np.arange(1, windows + 1) * window_s])
+        edges_work = np.concatenate([edges_work, edges_work[-1] + np.cumsum(extra * rate * window_s)])
+    out = np.interp(work, edges_work, edges_s)
+    if count is not None:
+        out = out[:count]
+    if horizon is not None:
+        out = out[out < horizon]
+    return out

@@ -4,7 +4,8 @@ Each request is either a new conversation (its prompt starts with ``shared_prefi
 requests, then unique text; length from ``prompt_quantiles``) or, with probability ``followup_fraction``, a
 follow-up: the whole prompt of an earlier request made ``followup_age`` seconds before (fitted quantiles) plus
 ``followup_append`` new tokens, as a conversation's next turn resends its history. Arrivals are gamma-renewal
-at ``rate`` with coefficient of variation ``cv``. The fitted figures come from ``python -m
+at ``rate`` with coefficient of variation ``cv``, the rate swinging by ``rate_sigma`` from one ``rate_window``
+to the next. The fitted figures come from ``python -m
 lodestar_vllm.workloads.fit`` (see fitted.py); the traces themselves are never needed.
 """
 
@@ -35,10 +36,12 @@ class TraceLikeParams:
     followup_fraction: float = 0.0
     followup_age_quantiles: tuple[float, ...] = ()  # seconds back to the parent request
     followup_append_quantiles: tuple[float, ...] = ()  # new tokens on top of the parent's prompt
+    rate_sigma: float = 0.0  # the rate swings by a lognormal factor per rate_window (sampling.arrival_times)
+    rate_window: float = 30.0
 
     def validate(self) -> None:
-        if self.rate <= 0 or self.cv < 0 or self.duration <= 0:
-            raise ValueError("need rate > 0, cv >= 0, duration > 0")
+        if self.rate <= 0 or self.cv < 0 or self.duration <= 0 or self.rate_sigma < 0 or self.rate_window <= 0:
+            raise ValueError("need rate > 0, cv >= 0, duration > 0, rate_sigma >= 0, rate_window > 0")
         if not 0.0 <= self.followup_fraction <= 1.0:
             raise ValueError(f"followup_fraction must be in [0, 1], got {self.followup_fraction}")
         if self.followup_fraction > 0 and not (self.followup_age_quantiles and self.followup_append_quantiles):
@@ -52,7 +55,10 @@ def generate_trace_like(
     rng = np.random.default_rng([seed, 3])
     if horizon is None and count is None:
         horizon = params.duration
-    times = arrival_times(rng, params.rate, params.cv, horizon=horizon, count=count)
+    times = arrival_times(
+        rng, params.rate, params.cv, horizon=horizon, count=count,
+        rate_sigma=params.rate_sigma, window_s=params.rate_window,
+    )
     n = len(times)
     prompts = np.minimum(sample_quantiles(rng, params.prompt_quantiles, n), params.max_prompt)
     outputs = sample_quantiles(rng, params.output_quantiles, n)

@@ -132,3 +132,18 @@ def test_arrival_times_bounds_and_errors() -> None:
 def test_generator_params_are_validated() -> None:
     with pytest.raises(ValueError, match="sharing"):
         generate_prefix_sharing(PrefixSharingParams(sharing=1.2), seed=0, horizon=None, count=5)
+
+
+def test_rate_swings_keep_the_mean_and_add_window_dispersion() -> None:
+    rng = np.random.default_rng(5)
+    sigma, rate, window = 0.3, 5.0, 30.0
+    t = arrival_times(rng, rate, 1.0, horizon=30_000.0, count=None, rate_sigma=sigma, window_s=window)
+    assert len(t) / 30_000.0 == pytest.approx(rate, rel=0.05)
+    counts = np.bincount((t // window).astype(int))
+    m = counts.mean()
+    expected = m + m * m * (np.exp(sigma * sigma) - 1)  # Poisson noise + the swings
+    assert counts.var() == pytest.approx(expected, rel=0.3)
+    plain = np.bincount((arrival_times(rng, rate, 1.0, horizon=30_000.0, count=None) // window).astype(int))
+    assert plain.var() < counts.var() / 3
+    capped = arrival_times(rng, rate, 1.0, horizon=None, count=500, rate_sigma=sigma)
+    assert len(capped) == 500 and np.all(np.diff(capped) >= 0)
