@@ -75,17 +75,15 @@ def default_engine_factory(spec: InstanceSpec) -> tuple[Engine, HardwareInfo]:
     from lodestar_vllm.sim.profiles import get_profile
 
     profile = get_profile(spec.gpu, spec.model, spec.tensor_parallel)
+    gpu = getattr(profile, "gpu", None)  # the profile's GpuSpec: normalised name, memory
+    memory = getattr(gpu, "memory_bytes", None)
     hardware = HardwareInfo(
-        gpu_class=str(getattr(profile, "gpu_name", None) or spec.gpu),
-        gpu_memory_gb=_float_or_none(getattr(profile, "gpu_memory_gb", None)),
+        gpu_class=str(getattr(gpu, "name", None) or spec.gpu),
+        gpu_memory_gb=round(memory / 2**30, 1) if isinstance(memory, int | float) else None,
         gpu_count=spec.tensor_parallel,
         tensor_parallel=spec.tensor_parallel,
     )
     return EngineCore(profile, spec.engine), hardware
-
-
-def _float_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
 
 
 @dataclass(frozen=True, slots=True)
