@@ -8,7 +8,9 @@ Tests talk to it over HTTP with the real client; nothing here mocks the client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -88,7 +90,11 @@ class FaultyKubernetesEmulator(kmock.KubernetesEmulator):
                      "reason": "InjectedFault", "message": "fault injected by the test"},
                     status=fault.status,
                 )
-        return await super().__call__(_normalised(raw_request))
+        request = _normalised(raw_request)  # before any read: aiohttp cannot clone a request it has read
+        too_large = await _configmap_too_large(request)
+        if too_large is not None:
+            return too_large
+        return await super().__call__(request)
 
     async def _serve_list(self, request: Any) -> Any:
         result = await super()._serve_list(request)
@@ -104,20 +110,45 @@ class FaultyKubernetesEmulator(kmock.KubernetesEmulator):
             yield event
 
 
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024
+API_REQUEST_LIMIT_BYTES = 3 * 1024 * 1024
+
+
+async def _configmap_too_large(raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.Response | None:
+    """The real API server rejects a ConfigMap whose data + binaryData exceed 1 MiB (422); kmock does not."""
+    if raw_request.method not in ("POST", "PUT", "PATCH") or "/configmaps" not in raw_request.path:
+        return None
+    try:
+        body = json.loads(await raw_request.read() or b"{}")
+    except ValueError:
+        return None
+    size = sum(len(str(value).encode()) for value in (body.get("data") or {}).values())
+    size += sum(len(base64.b64decode(value)) for value in (body.get("binaryData") or {}).values() if value)
+    if size <= CONFIGMAP_LIMIT_BYTES:
+        return None
+    return aiohttp.web.json_response(
+        {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 422, "reason": "Invalid",
+         "message": f"ConfigMap is invalid: []: Too long: must have at most {CONFIGMAP_LIMIT_BYTES} bytes"},
+        status=422,
+    )
+
+
 def _labels_match(selector: str | None, obj: dict[str, Any]) -> bool:
     return selector_matches(selector, (obj.get("metadata") or {}).get("labels"))
 
 
 def _normalised(raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.BaseRequest:
-    """kubernetes-asyncio sends watch=True and replaces objects with PUT; kmock knows watch=true and PATCH."""
-    changes: dict[str, Any] = {}
+    """kubernetes-asyncio sends watch=True and replaces objects with PUT; kmock knows watch=true and PATCH.
+    aiohttp's default body cap (1 MiB) is raised to the API server's (3 MiB): an inline checkpoint near the
+    ConfigMap cap is about 1.3 MB once base64-encoded in JSON."""
+    changes: dict[str, Any] = {"client_max_size": API_REQUEST_LIMIT_BYTES}
     if raw_request.query.get("watch") == "True":
         changes["rel_url"] = raw_request.rel_url.update_query(watch="true")
     if raw_request.method == "PUT":
         # A full replacement merged over the stored object equals a replace for the objects used here
         # (Lease specs are always sent whole).
         changes["method"] = "PATCH"
-    return raw_request.clone(**changes) if changes else raw_request
+    return raw_request.clone(**changes)
 
 
 def free_port() -> int:
