@@ -62,6 +62,11 @@ CATALOG: dict[str, WorkloadEntry] = {
         generate_multi_round_qa,
         MultiRoundQAParams(),
     ),
+    "multi-round-qa-sharegpt": WorkloadEntry(
+        "multi-round-qa with ShareGPT question/answer lengths (answers capped at 100 tokens, as the original)",
+        generate_multi_round_qa,
+        MultiRoundQAParams(lengths="sharegpt"),
+    ),
     **{
         name: WorkloadEntry(f"synthetic, fitted to {fit.source}: {fit.summary}", generate_trace_like, fit)
         for name, fit in TRACE_LIKE.items()

@@ -2,7 +2,7 @@
 
     python -m lodestar_vllm.workloads.fit [--shared PATH] [--write]
 
-Prints the fitted ``TRACE_LIKE`` parameters and compares each trace with its look-alike (same statistics,
+Prints the fitted ``TRACE_LIKE`` parameters (and ShareGPT turn-length quantiles) and compares each trace with its look-alike (same statistics,
 measured the same way); ``--write`` regenerates fitted.py with them. The traces stay in the shared folder; only
 these figures enter the code.
 """
@@ -10,7 +10,9 @@ these figures enter the code.
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ TRACES = {
     "azure-code-like": ("Azure 2023 code trace", ("data", "traces", "azure2023", "AzureLLMInferenceTrace_code.csv")),
     "azure-conv-like": ("Azure 2023 conversation trace", ("data", "traces", "azure2023", "AzureLLMInferenceTrace_conv.csv")),
 }
+SHAREGPT = ("data", "traces", "sharegpt", "sharegpt_v3_prefix_turn_lengths.csv.gz")
 BURST_WINDOW_S = 30.0
 
 
@@ -106,6 +109,16 @@ def fit(name: str, source: str, requests: list[WorkloadRequest], mooncake: bool)
     )
 
 
+def fit_sharegpt(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Quantiles of ShareGPT human-turn and reply lengths (cl100k tokens): lengths only, never text."""
+    human: list[int] = []
+    gpt: list[int] = []
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            (human if row["role"] == "human" else gpt).append(int(row["tokens_cl100k"]))
+    return quantiles(human), quantiles(gpt)
+
+
 def _stats_line(label: str, requests: list[WorkloadRequest], block_size: int) -> str:
     s = workload_stats(requests, block_size=block_size)
     window_cv = burstiness_cv(np.array([r.arrival_time for r in requests]), bucketed=True)
@@ -130,12 +143,22 @@ from __future__ import annotations
 
 from lodestar_vllm.workloads.trace_like import TraceLikeParams
 
+# ShareGPT turn lengths (cl100k tokens) at sampling.PERCENTILES, from {sharegpt}
+SHAREGPT_QUESTION_QUANTILES: tuple[float, ...] = {human}
+SHAREGPT_ANSWER_QUANTILES: tuple[float, ...] = {gpt}
+
 TRACE_LIKE: dict[str, TraceLikeParams] = {{
 '''
 
 
-def render_fitted(params: list[TraceLikeParams], comparison: list[str]) -> str:
-    lines = [FITTED_HEADER.format(comparison="\n".join(comparison))]
+def render_fitted(
+    params: list[TraceLikeParams], comparison: list[str], sharegpt: tuple[tuple[float, ...], tuple[float, ...]]
+) -> str:
+    lines = [
+        FITTED_HEADER.format(
+            comparison="\n".join(comparison), sharegpt="/".join(SHAREGPT), human=sharegpt[0], gpt=sharegpt[1]
+        )
+    ]
     for p in params:
         lines.append(f'    "{p.name}": TraceLikeParams(\n')
         for field in dataclasses.fields(p):
@@ -164,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         mooncake = path.suffix == ".jsonl"
         requests = read_mooncake(path) if mooncake else read_azure_csv(path)
         fitted[name] = (fit(name, source, requests, mooncake), requests)
+    sharegpt_path = root.joinpath(*SHAREGPT)
+    sharegpt = fit_sharegpt(sharegpt_path) if sharegpt_path.is_file() else None
+    if sharegpt:
+        print(f"SHAREGPT_QUESTION_QUANTILES = {sharegpt[0]}\nSHAREGPT_ANSWER_QUANTILES = {sharegpt[1]}")
     print("TRACE_LIKE: dict[str, TraceLikeParams] = {")
     for name, (params, _) in fitted.items():
         print(f"    {name!r}: {params!r},")
@@ -178,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         comparison.append(_stats_line("generated", generate_trace_like(params, seed=0, horizon=None, count=None), 512))
     print("\n" + "\n".join(comparison))
     if args.write:
-        if len(fitted) != len(TRACES):
+        if len(fitted) != len(TRACES) or sharegpt is None:
             print("not writing fitted.py: some traces are absent")
             return 1
         target = Path(__file__).with_name("fitted.py")
-        target.write_text(render_fitted([p for p, _ in fitted.values()], comparison), encoding="utf-8")
+        target.write_text(render_fitted([p for p, _ in fitted.values()], comparison, sharegpt), encoding="utf-8")
         print(f"wrote {target}")
     return 0
 

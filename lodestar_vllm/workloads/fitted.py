@@ -21,6 +21,10 @@ from __future__ import annotations
 
 from lodestar_vllm.workloads.trace_like import TraceLikeParams
 
+# ShareGPT turn lengths (cl100k tokens) at sampling.PERCENTILES, from data/traces/sharegpt/sharegpt_v3_prefix_turn_lengths.csv.gz
+SHAREGPT_QUESTION_QUANTILES: tuple[float, ...] = (0.0, 1.0, 3.0, 5.0, 8.0, 11.0, 14.0, 18.0, 24.0, 34.0, 56.0, 135.0, 334.0, 1303.0, 3464.8, 161281.0)
+SHAREGPT_ANSWER_QUANTILES: tuple[float, ...] = (0.0, 3.0, 25.0, 55.0, 116.0, 171.0, 221.0, 266.0, 311.0, 363.0, 442.0, 580.0, 712.0, 769.0, 815.5, 22267.0)
+
 TRACE_LIKE: dict[str, TraceLikeParams] = {
     "mooncake-like": TraceLikeParams(
         name="mooncake-like",

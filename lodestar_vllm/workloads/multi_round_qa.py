@@ -10,12 +10,20 @@ every ``(rounds - 1) * users / qps / users`` seconds, and the run starts already
 The original waits for a reply before asking again; an open-loop simulator cannot, so a user's next question
 comes ``max(users / qps, answer_latency)`` after the previous one: ``answer_latency`` stands in for the
 expected time to answer (TTFT + answer tokens x inter-token latency).
+
+``lengths=sharegpt`` follows the original's ``--sharegpt`` mode in lengths only: each question is as long as a
+ShareGPT human turn (capped at ``question_max``) and each answer ``min(ShareGPT reply, answer)`` tokens, with
+quantiles fitted by ``python -m lodestar_vllm.workloads.fit``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from lodestar_vllm.workloads.fitted import SHAREGPT_ANSWER_QUANTILES, SHAREGPT_QUESTION_QUANTILES
+from lodestar_vllm.workloads.sampling import sample_quantiles
 from lodestar_vllm.workloads.text import stable_key
 from lodestar_vllm.workloads.types import Segment, WorkloadRequest
 
@@ -31,8 +39,12 @@ class MultiRoundQAParams:
     answer: int = 100
     answer_latency: float = 2.0  # seconds
     duration: float = 600.0  # when neither duration nor max_requests is asked for
+    lengths: str = "fixed"  # or "sharegpt": question and answer lengths drawn from ShareGPT turns
+    question_max: int = 2048  # cap on a ShareGPT question (a few pasted documents run to 100k+ tokens)
 
     def validate(self) -> None:
+        if self.lengths not in ("fixed", "sharegpt"):
+            raise ValueError(f"lengths must be fixed or sharegpt, got {self.lengths!r}")
         if self.users < 1 or self.rounds < 1 or self.qps <= 0:
             raise ValueError("need users >= 1, rounds >= 1, qps > 0")
         if min(self.system_prompt, self.user_info, self.answer) < 0 or self.question < 1 or self.answer < 1:
@@ -45,25 +57,34 @@ def _user_requests(
     history: list[Segment] = [(stable_key("mrqa-system", seed), p.system_prompt),
                               (stable_key("mrqa-user", seed, uid), p.user_info)]
     history = [s for s in history if s[1] > 0]
+    questions, answers = _lengths(p, seed, uid)
     out = []
     t = start
     for k in range(first_round, p.rounds + 1):
         if t >= horizon:
             break
-        history.append((stable_key("mrqa-question", seed, uid, k), p.question))
+        history.append((stable_key("mrqa-question", seed, uid, k), int(questions[k - 1])))
         out.append(
             WorkloadRequest(
                 request_id=f"mrqa-u{uid}-r{k}",
                 arrival_time=t,
                 prompt_tokens=sum(n for _, n in history),
-                output_tokens=p.answer,
+                output_tokens=int(answers[k - 1]),
                 session_id=f"user-{uid}",
                 segments=tuple(history),
             )
         )
-        history.append((stable_key("mrqa-answer", seed, uid, k), p.answer))
+        history.append((stable_key("mrqa-answer", seed, uid, k), int(answers[k - 1])))
         t += step
     return out
+
+
+def _lengths(p: MultiRoundQAParams, seed: int, uid: int) -> tuple[np.ndarray, np.ndarray]:
+    if p.lengths == "fixed":
+        return np.full(p.rounds, p.question), np.full(p.rounds, p.answer)
+    rng = np.random.default_rng([seed, 11, uid])
+    questions = np.minimum(sample_quantiles(rng, SHAREGPT_QUESTION_QUANTILES, p.rounds), p.question_max)
+    return questions, np.minimum(sample_quantiles(rng, SHAREGPT_ANSWER_QUANTILES, p.rounds), p.answer)
 
 
 def _generate(p: MultiRoundQAParams, seed: int, horizon: float) -> list[WorkloadRequest]:

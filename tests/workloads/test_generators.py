@@ -147,3 +147,22 @@ def test_rate_swings_keep_the_mean_and_add_window_dispersion() -> None:
     assert plain.var() < counts.var() / 3
     capped = arrival_times(rng, rate, 1.0, horizon=None, count=500, rate_sigma=sigma)
     assert len(capped) == 500 and np.all(np.diff(capped) >= 0)
+
+
+def test_multi_round_sharegpt_lengths_vary_and_history_stays_consistent() -> None:
+    p = MultiRoundQAParams(users=4, rounds=6, qps=2.0, lengths="sharegpt", answer=200, question_max=500)
+    reqs = generate_multi_round_qa(p, seed=1, horizon=200.0, count=None)
+    assert all(1 <= r.output_tokens <= 200 for r in reqs)
+    assert len({r.output_tokens for r in reqs}) > 10
+    by_user: dict[str, list] = {}
+    for r in reqs:
+        by_user.setdefault(r.session_id, []).append(r)
+    for rounds in by_user.values():
+        texts = [r.prompt_text() for r in rounds]
+        for prev, nxt, prev_req in zip(texts, texts[1:], rounds, strict=False):
+            # the next prompt = this prompt + its answer + a new question of at most question_max tokens
+            assert nxt.startswith(prev)
+            added = (len(nxt) - len(prev)) // 4
+            assert prev_req.output_tokens + 1 <= added <= prev_req.output_tokens + 500
+    with pytest.raises(ValueError, match="lengths"):
+        generate_multi_round_qa(MultiRoundQAParams(lengths="zipf"), seed=0, horizon=10.0, count=None)

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lodestar_vllm.workloads import load_workload
-from lodestar_vllm.workloads.fit import TRACES, fit
+from lodestar_vllm.workloads import fitted, load_workload
+from lodestar_vllm.workloads.fit import SHAREGPT, TRACES, fit, fit_sharegpt
 from lodestar_vllm.workloads.fitted import TRACE_LIKE
 from lodestar_vllm.workloads.readers import read_azure_csv, read_mooncake
 from lodestar_vllm.workloads.stats import prefix_hit_ratio
@@ -64,3 +64,9 @@ def test_fitted_constants_are_what_the_fit_prints(name: str) -> None:
     mooncake = path.suffix == ".jsonl"
     requests = read_mooncake(path) if mooncake else read_azure_csv(path)
     assert dataclasses.asdict(fit(name, source, requests, mooncake)) == dataclasses.asdict(TRACE_LIKE[name])
+
+
+def test_fitted_sharegpt_lengths_are_what_the_fit_prints() -> None:
+    human, gpt = fit_sharegpt(shared_path(*SHAREGPT))
+    assert human == fitted.SHAREGPT_QUESTION_QUANTILES
+    assert gpt == fitted.SHAREGPT_ANSWER_QUANTILES
