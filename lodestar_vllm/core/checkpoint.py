@@ -32,6 +32,9 @@ class CheckpointError(ValueError):
 def encode(model: ModelWeights, *, schema_version: int, feature_names: tuple[str, ...],
            gpu_class_rates: dict[str, dict[str, float]], extra: dict[str, Any] | None = None) -> bytes:
     arrays: dict[str, np.ndarray] = {"mean": model.mean.astype(np.float32), "std": model.std.astype(np.float32)}
+    if model.lo is not None and model.hi is not None:
+        arrays["lo"] = model.lo.astype(np.float32)
+        arrays["hi"] = model.hi.astype(np.float32)
     for i, (w, b) in enumerate(model.layers):
         arrays[f"w{i}"] = w.astype(np.float32)
         arrays[f"b{i}"] = b.astype(np.float32)
@@ -79,7 +82,9 @@ def decode(blob: bytes, *, schema_version: int, feature_names: tuple[str, ...]
         layers = [(arrays[f"w{i}"].astype(np.float64), arrays[f"b{i}"].astype(np.float64))
                   for i in range(int(meta["layers"]))]
         model = ModelWeights(mean=arrays["mean"].astype(np.float64), std=arrays["std"].astype(np.float64),
-                             layers=layers, objective=str(meta["objective"]), version=int(meta["version"]),
+                             layers=layers, lo=arrays["lo"].astype(np.float64) if "lo" in arrays else None,
+                             hi=arrays["hi"].astype(np.float64) if "hi" in arrays else None,
+                             objective=str(meta["objective"]), version=int(meta["version"]),
                              trained_samples=int(meta["trained_samples"]), created_at=float(meta["created_at"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint incomplete: {exc}") from None

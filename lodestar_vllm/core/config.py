@@ -76,8 +76,9 @@ class LearnedConfig:
     explore_decay_samples: float = 2000.0
     # Exploration picks among candidates predicted within this factor of the best (never a wild guess).
     explore_margin: float = 0.3
-    # A feature further than this many training standard deviations away is out of distribution.
-    ood_z: float = 8.0
+    # A candidate whose features lie further outside the training range than this many range widths is out
+    # of distribution: the model does not judge it (the fallback decides when its own pick is such a one).
+    ood_range_margin: float = 1.0
     # --- locality guard -----------------------------------------------------------------------------------
     guard_kv_threshold: float = 0.9
     guard_candidates: int = 2

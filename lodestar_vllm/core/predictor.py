@@ -25,6 +25,9 @@ class ModelWeights:
     std: np.ndarray  # (F,)
     # Per layer: weights (K, in, out) and biases (K, out), K ensemble heads stacked.
     layers: list[tuple[np.ndarray, np.ndarray]]
+    # Training range per feature (out-of-distribution test).
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
     objective: str = "mean"
     version: int = 0
     trained_samples: int = 0
@@ -70,9 +73,14 @@ def predict(weights: ModelWeights, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return out.mean(axis=0), out.std(axis=0)
 
 
-def max_abs_z(weights: ModelWeights, x: np.ndarray) -> float:
-    """How far (in training standard deviations) the furthest feature lies: the out-of-distribution test."""
-    return float(np.abs((x - weights.mean) / weights.std).max())
+def range_distance(weights: ModelWeights, x: np.ndarray, floor: float = 0.5) -> np.ndarray:
+    """Per row: how far the furthest feature lies outside the training range, in units of that range
+    (at least ``floor``); 0 inside. The out-of-distribution test."""
+    if weights.lo is None or weights.hi is None:
+        return np.zeros(x.shape[0])
+    width = np.maximum(weights.hi - weights.lo, floor)
+    outside = np.maximum(np.maximum(weights.lo - x, x - weights.hi), 0.0)
+    return (outside / width).max(axis=1)
 
 
 def loss(objective: str, pred: np.ndarray, target: np.ndarray, quantile: float = 0.9) -> float:
@@ -161,4 +169,5 @@ def fit(x: np.ndarray, y: np.ndarray, *, objective: str, hidden: tuple[int, ...]
         for li in range(0, len(params), 2):
             layers.append((params[li].detach().numpy().astype(np.float64),
                            params[li + 1].detach().numpy().astype(np.float64)))
-    return ModelWeights(mean=mean, std=std, layers=layers, objective=objective, trained_samples=n)
+    return ModelWeights(mean=mean, std=std, layers=layers, lo=x.min(axis=0), hi=x.max(axis=0), objective=objective,
+                        trained_samples=n)

@@ -26,7 +26,7 @@ from lodestar_vllm.core import checkpoint
 from lodestar_vllm.core.config import LearnedConfig
 from lodestar_vllm.core.features import SCHEMA_VERSION, CandidateFeatures, FeatureBuilder
 from lodestar_vllm.core.ledger import DecisionRecord, Ledger
-from lodestar_vllm.core.predictor import ModelWeights, max_abs_z, predict
+from lodestar_vllm.core.predictor import ModelWeights, predict, range_distance
 from lodestar_vllm.core.prefix_index import PrefixIndex
 from lodestar_vllm.core.rates import RateTracker
 from lodestar_vllm.core.trainer import OnlineTrainer
@@ -194,16 +194,17 @@ class LearnedPolicy(RoutingPolicy):
         shadow_choice: int | None = None
         predicted: float | None = None
         self.guardrail.maybe_recover(now, model.version if model is not None else 0)
-        if model is None:
+        in_dist = None if model is None else range_distance(model, feats.matrix) <= cfg.ood_range_margin
+        if model is None or in_dist is None:
             path, reason = DecisionPath.FALLBACK.value, "cold_start"
-        elif max_abs_z(model, feats.matrix) > cfg.ood_z:
+        elif not in_dist[fb]:
             path, reason = DecisionPath.FALLBACK.value, "out_of_distribution"
         else:
             mean, spread = predict(model, feats.matrix)
             if not (np.isfinite(mean).all() and np.isfinite(spread).all()):
                 path, reason, mean, spread = DecisionPath.FALLBACK.value, "non_finite_prediction", None, None
             else:
-                pick, path, reason = self._choose(feats, mean, spread, mask, model)
+                pick, path, reason = self._choose(feats, mean, spread, mask & in_dist, model)
                 if allowed is not None and path == DecisionPath.MODEL.value:
                     path, reason = DecisionPath.GUARD.value, "hot prefix on a saturated fleet"
                 if self.shadow:
