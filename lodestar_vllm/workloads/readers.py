@@ -59,6 +59,8 @@ def read_mooncake(path: Path, *, name: str = "mooncake") -> list[WorkloadRequest
     are equal blocks, so equal ids give equal text). The last block holds the remainder of the prompt."""
     keys: dict[int, int] = {}
     full_segments: dict[int, Segment] = {}  # shared tuples: block 0 alone appears in every request
+    # chained hash of a prefix of hash ids -> session of the latest request holding it (ints: hash is unsalted)
+    prefix_session: dict[int, str] = {}
     out: list[WorkloadRequest] = []
     for index, (lineno, rec) in enumerate(_json_lines(path)):
         try:
@@ -87,11 +89,30 @@ def read_mooncake(path: Path, *, name: str = "mooncake") -> list[WorkloadRequest
                 arrival_time=timestamp_ms / 1000.0,
                 prompt_tokens=prompt,
                 output_tokens=max(1, output),
+                session_id=_infer_session(hash_ids, prefix_session, f"{name}-conv-{index}"),
                 segments=tuple(segments),
             )
         )
     start = min(r.arrival_time for r in out)
     return [_shift(r, start) for r in out] if start else out
+
+
+def _infer_session(hash_ids: list[int], prefix_session: dict[int, str], new: str) -> str:
+    """The trace has no session ids: a request sharing more than the common first block with an earlier one
+    continues that one's conversation (its next turn resends the history); otherwise it starts a new one."""
+    chain = []
+    h = 0
+    for block in hash_ids:
+        h = hash((h, block))
+        chain.append(h)
+    session = new
+    for depth in range(len(chain) - 1, 0, -1):  # depth 0 (the common first block) does not count
+        if chain[depth] in prefix_session:
+            session = prefix_session[chain[depth]]
+            break
+    for h in chain:
+        prefix_session[h] = session
+    return session
 
 
 def read_azure_csv(path: Path, *, name: str = "azure") -> list[WorkloadRequest]:

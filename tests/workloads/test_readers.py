@@ -40,6 +40,8 @@ def test_mooncake_lengths_times_and_shared_blocks(tmp_path: Path) -> None:
     assert texts[0][2 * chars_per_block : 2 * chars_per_block + 12] != texts[1][2 * chars_per_block : 2 * chars_per_block + 12]
     assert texts[2][:chars_per_block] == texts[0][:chars_per_block]
     assert texts[2][chars_per_block:] != texts[0][chars_per_block : chars_per_block + 88 * 4]
+    # sessions are inferred: sharing more than the common first block continues a conversation
+    assert reqs[0].session_id == reqs[1].session_id != reqs[2].session_id
 
 
 def test_mooncake_rejects_lengths_that_do_not_fit_the_blocks(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ def test_mooncake_conversation_as_documented() -> None:
     assert prompts.mean() == pytest.approx(12035, rel=0.001)
     assert np.mean([r.output_tokens for r in reqs]) == pytest.approx(343, rel=0.01)
     assert 3536 < reqs[-1].arrival_time < 3540  # ~3,537 s plus the default 3 s jitter
+    # ~39% of requests continue an earlier conversation (fit.py's follow-up fraction)
+    assert 1 - len({r.session_id for r in reqs}) / len(reqs) == pytest.approx(TRACE_LIKE["mooncake-like"].followup_fraction, abs=0.01)
     # jitter spreads the 3 s buckets: no two requests share a timestamp any more
     assert len({r.arrival_time for r in reqs}) == len(reqs)
 
