@@ -126,6 +126,10 @@ class HardwareWatcher:
     def known_pods(self) -> int:
         return len(self._pods)
 
+    def known_hosts(self) -> list[str]:
+        """Pod IPs with a descriptor (unknown hardware excluded)."""
+        return [ip for ip, key in self._by_ip.items() if self._by_pod.get(key) is not None]
+
     # ---- list-then-watch loop -----------------------------------------------------------------------------
 
     async def _follow(

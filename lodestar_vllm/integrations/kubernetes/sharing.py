@@ -153,8 +153,9 @@ class SharingCore:
         try:
             payload = self._export()
         except Exception as error:
-            log.warning("model export failed: %r", error)
             self.stats.export_errors += 1
+            # Logged loudly once; afterwards only counted (a learner may refuse until its first fit).
+            (log.warning if self.stats.export_errors == 1 else log.debug)("model export failed: %r", error)
             return None
         if not payload:
             return None

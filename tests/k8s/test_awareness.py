@@ -1,0 +1,99 @@
+"""The router-process bundle: options from the environment, hardware + sharing started together, the
+url -> HardwareInfo mapping the production-stack adapter consumes."""
+
+from __future__ import annotations
+
+from collections import ChainMap
+
+import pytest
+from kubernetes_asyncio import client
+
+from lodestar_vllm.core.types import HardwareInfo
+from lodestar_vllm.integrations.kubernetes.awareness import (
+    KubernetesAwareness,
+    KubernetesOptions,
+    LearnerCallables,
+    policy_callables,
+)
+from lodestar_vllm.integrations.kubernetes.backoff import Backoff
+from tests.k8s.conftest import ApiServer, wait_until
+from tests.k8s.test_hardware_watcher import node, pod
+from tests.k8s.toy_learner import ToyLearner
+
+
+def test_options_from_env_and_clear_errors() -> None:
+    env = {
+        "LODESTAR_K8S_ENGINE_NAMESPACE": "llm",
+        "LODESTAR_K8S_ENGINE_SELECTOR": "app=vllm-engine",
+        "LODESTAR_K8S_SHARING": "true",
+        "LODESTAR_K8S_SHARED_VOLUME": "/shared",
+        "LODESTAR_K8S_PUBLISH_INTERVAL": "60",
+        "POD_NAME": "router-7c9f",
+        "POD_NAMESPACE": "router",
+        "POD_UID": "uid-1",
+    }
+    options = KubernetesOptions.from_env(env)
+    assert (options.engine_namespace, options.engine_selector, options.sharing) == ("llm", "app=vllm-engine", True)
+    assert (options.replica_id, options.router_namespace, options.pod_uid) == ("router-7c9f", "router", "uid-1")
+    assert options.publish_interval_s == 60.0 and options.shared_volume == "/shared"
+    assert KubernetesOptions.from_env({}).sharing is False
+    for bad in ({"LODESTAR_K8S_SHARING": "maybe"}, {"LODESTAR_K8S_PUBLISH_INTERVAL": "soon"},
+                {"LODESTAR_K8S_CANDIDATE_INTERVAL": "-1"}, {"LODESTAR_K8S_LEASE_DURATION": "2.5"}):
+        with pytest.raises(ValueError, match="LODESTAR_K8S_"):
+            KubernetesOptions.from_env(bad)
+
+
+def test_policy_callables_read_a_learned_policy_by_duck_typing() -> None:
+    class Model:
+        holdout_loss = 0.25
+
+    class Policy:
+        model: Model | None = None
+
+        def export_checkpoint(self) -> bytes:
+            return b"weights"
+
+        def import_checkpoint(self, blob: bytes) -> bool:
+            return blob == b"weights"
+
+    policy = Policy()
+    callables = policy_callables(policy)
+    assert callables.export() == b"" and callables.validation_loss() is None  # type: ignore[misc]
+    policy.model = Model()
+    assert callables.export() == b"weights" and callables.validation_loss() == 0.25  # type: ignore[misc]
+    assert callables.import_(b"weights") and not callables.import_(b"other")
+
+
+async def test_awareness_runs_hardware_and_sharing_together(apiserver: ApiServer) -> None:
+    learner = ToyLearner()
+    learner.observe("o-1")
+    options = KubernetesOptions(engine_namespace="llm", engine_selector="app=vllm-engine", sharing=True,
+                                router_namespace="router", replica_id="router-0", candidate_interval_s=0.2,
+                                publish_interval_s=0.2, lease_duration_s=2, renew_deadline_s=1.5,
+                                retry_period_s=1.0)
+    async with apiserver.api_client() as api_client:
+        core = client.CoreV1Api(api_client)
+        await core.create_node(node("gpu-z", "NVIDIA-H100-80GB-HBM3"))
+        await core.create_namespaced_pod("llm", pod("engine-z", "10.9.0.1", "gpu-z"))
+        awareness = KubernetesAwareness(
+            options, api_client, LearnerCallables(learner.export, learner.import_, learner.validation_loss),
+            watcher_kwargs={"backoff": lambda: Backoff(0.05, 0.2)},
+            replica_kwargs={"tick_s": 0.1, "backoff": lambda: Backoff(0.05, 0.2)},
+        )
+        await awareness.start()
+        try:
+            lookup = ChainMap({"http://10.9.0.2:8000": HardwareInfo(gpu_class="L4")}, awareness.hardware_by_url())
+            # Pods and nodes arrive on separate watches: pod-level facts may show before the node's.
+            await wait_until(lambda: (lookup.get("http://10.9.0.1:8000") or HardwareInfo()).gpu_class == "H100-80GB",
+                             what="the engine pod on its H100 node")
+            assert lookup.get("http://10.9.0.2:8000") == HardwareInfo(gpu_class="L4")
+            assert lookup.get("http://10.9.0.3:8000") is None
+            assert list(awareness.hardware_by_url()) == ["10.9.0.1"]
+            await wait_until(lambda: (awareness.status().get("sharing") or {}).get("publishes", 0) >= 1,
+                             timeout_s=10, what="the single replica to lead and publish")
+            status = awareness.status()
+            assert status["known_engine_pods"] == 1 and status["sharing"]["leader"] is True
+        finally:
+            await awareness.close()
+    with pytest.raises(ValueError):
+        KubernetesAwareness(KubernetesOptions(sharing=True), client.ApiClient())
