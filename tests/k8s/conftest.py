@@ -72,6 +72,8 @@ class FaultyKubernetesEmulator(kmock.KubernetesEmulator):
             self.resources[resource] = {}
         self.faults: list[_Fault] = []
         self.failed_requests = 0
+        # (method, path, is_watch) of every request as the client sent it: the RBAC test maps them to verbs.
+        self.calls: list[tuple[str, str, bool]] = []
 
     def inject_errors(
         self, count: int, status: int = 500, predicate: Callable[[aiohttp.web.BaseRequest], bool] | None = None
@@ -80,6 +82,8 @@ class FaultyKubernetesEmulator(kmock.KubernetesEmulator):
         self.faults.append(_Fault(count, status, predicate or (lambda _request: True)))
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        watching = raw_request.query.get("watch", "").lower() == "true"
+        self.calls.append((raw_request.method, raw_request.path, watching))
         for fault in self.faults:
             if fault.remaining > 0 and fault.predicate(raw_request):
                 fault.remaining -= 1
