@@ -3,7 +3,8 @@
 Requests fall into ``groups`` (think: applications), each with its own system prompt. A request's prompt is
 ``uniform(min_prompt, max_prompt)`` tokens long; its first ``round(sharing * length)`` tokens are a prefix of
 its group's system prompt and the rest is unique to it, so ``sharing`` is the fraction of prompt tokens that
-are a shared prefix (0 to ~0.7 in the paper). Arrivals are gamma-renewal at ``rate`` with inter-arrival
+are a shared prefix (0 to ~0.7 in the paper). ``system_prompt`` > 0 fixes the shared length instead (every
+request starts with that many tokens of its group's prompt, whatever its length). Arrivals are gamma-renewal at ``rate`` with inter-arrival
 coefficient of variation ``cv`` (1 = Poisson, > 1 bursty). Groups are drawn with Zipf-like popularity
 (``group_skew`` 0 = uniform) because real system prompts are not equally popular.
 """
@@ -22,6 +23,7 @@ from lodestar_vllm.workloads.types import WorkloadRequest
 @dataclass(frozen=True, slots=True)
 class PrefixSharingParams:
     sharing: float = 0.5
+    system_prompt: int = 0  # > 0: a fixed shared length in tokens, overriding ``sharing``
     groups: int = 8
     group_skew: float = 0.0
     min_prompt: int = 1024
@@ -35,6 +37,8 @@ class PrefixSharingParams:
     def validate(self) -> None:
         if not 0.0 <= self.sharing < 1.0:
             raise ValueError(f"sharing must be in [0, 1), got {self.sharing}")
+        if not 0 <= self.system_prompt < self.min_prompt:
+            raise ValueError(f"system_prompt must be in [0, min_prompt), got {self.system_prompt}")
         if self.groups < 1 or not 1 <= self.min_prompt <= self.max_prompt:
             raise ValueError("need groups >= 1 and 1 <= min_prompt <= max_prompt")
         if not 0 <= self.output_spread < self.output_mean:
@@ -59,7 +63,7 @@ def generate_prefix_sharing(
     out = []
     for i in range(n):
         length = int(lengths[i])
-        shared = min(length - 1, round(params.sharing * length))
+        shared = params.system_prompt or min(length - 1, round(params.sharing * length))
         unique = (stable_key("prefix-sharing-request", seed, i), length - shared)
         segments = ((group_keys[groups[i]], shared), unique) if shared > 0 else (unique,)
         out.append(

@@ -169,3 +169,14 @@ def test_multi_round_sharegpt_lengths_vary_and_history_stays_consistent() -> Non
             assert prev_req.output_tokens + 1 <= added <= prev_req.output_tokens + 500
     with pytest.raises(ValueError, match="lengths"):
         generate_multi_round_qa(MultiRoundQAParams(lengths="zipf"), seed=0, horizon=10.0, count=None)
+
+
+def test_prefix_sharing_fixed_system_prompt_length() -> None:
+    reqs = load_workload("prefix-sharing:system_prompt=1000,groups=2", max_requests=60)
+    texts = [r.prompt_text() for r in reqs]
+    heads = {t[:4000] for t in texts}
+    assert len(heads) == 2  # two groups, each a 1,000-token system prompt
+    # right after the system prompt every request is unique
+    assert len({t[4000:4012] for t in texts}) == len(texts)
+    with pytest.raises(ValueError, match="system_prompt"):
+        load_workload("prefix-sharing:system_prompt=2000")
