@@ -86,8 +86,11 @@ class LearnedConfig:
     guard_hot_count: int = 8
     guard_window: int = 512
     # --- guardrail (learned path vs fallback) -------------------------------------------------------------
-    guardrail_window: int = 200
-    guardrail_margin: float = 0.25
+    # A randomised control arm: this fraction of trusted-model requests is routed by the fallback, so the
+    # model arm can be compared with the fallback under the same load.
+    guardrail_control_fraction: float = 0.05
+    guardrail_window: int = 400
+    guardrail_margin: float = 0.3
     guardrail_cooldown_s: float = 60.0
     # --- misc ---------------------------------------------------------------------------------------------
     shadow: bool = False

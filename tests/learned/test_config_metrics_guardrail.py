@@ -38,14 +38,21 @@ def test_metrics_created_once_and_safe_to_reimport() -> None:
     assert private.decisions is not first.decisions
 
 
-def test_guardrail_trips_when_model_path_is_worse_and_recovers() -> None:
-    rail = Guardrail(window=20, margin=0.25, cooldown_s=10.0)
-    for _ in range(50):
-        rail.observe_calibration(1.0, 1.0)  # the analytic estimate is calibrated
-    tripped = [rail.observe_model_outcome(2.0, 1.0, now=float(i), model_version=1) for i in range(20)]
-    assert tripped[-1] and rail.active and rail.trips == 1
-    assert not rail.maybe_recover(now=22.0, model_version=2)  # a newer model, but the cooldown runs
-    assert not rail.maybe_recover(now=30.0, model_version=1)  # cooldown passed, but no newer model yet
-    assert rail.maybe_recover(now=30.0, model_version=2) and not rail.active
-    for i in range(40):
-        assert not rail.observe_model_outcome(1.05, 1.0, now=30.0 + i, model_version=2)
+def test_guardrail_trips_when_model_arm_is_worse_and_recovers() -> None:
+    rail = Guardrail(window=40, margin=0.25, cooldown_s=10.0)
+    for i in range(30):
+        assert not rail.observe(1.0, control=True, now=float(i), model_version=1)
+    tripped = [rail.observe(1.6, control=False, now=float(i), model_version=1) for i in range(40)]
+    assert tripped[-1] and not any(tripped[:-1]) and rail.active and rail.trips == 1
+    assert not rail.maybe_recover(now=45.0, model_version=2)  # a newer model, but the cooldown runs
+    assert not rail.maybe_recover(now=52.0, model_version=1)  # cooldown passed, but no newer model yet
+    assert rail.maybe_recover(now=52.0, model_version=2) and not rail.active
+    # A model arm within the margin of the control arm never trips.
+    for i in range(200):
+        assert not rail.observe(1.1, control=False, now=60.0 + i, model_version=2)
+
+
+def test_guardrail_needs_a_control_arm_before_judging() -> None:
+    rail = Guardrail(window=10, margin=0.1, cooldown_s=1.0)
+    assert not any(rail.observe(100.0, control=False, now=float(i), model_version=1) for i in range(100))
+    assert not rail.active

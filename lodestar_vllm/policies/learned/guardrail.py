@@ -1,21 +1,22 @@
-"""The guardrail: if requests routed by the model do worse than the fallback would have, route with the
-fallback until a newer model has had time to recover.
+"""The guardrail: if requests routed by the model do worse than the fallback's, route with the fallback until
+a newer model has had time to recover.
 
-For every model-routed request we know the observed TTFT and the analytic estimate of the fallback's own
-pick; the estimate is calibrated by the running observed/estimated ratio over all outcomes (the analytic
-estimate is biased in a load-dependent way, and the bias applies to both sides). The guardrail trips when,
-over a full window, the model path's total observed TTFT exceeds the calibrated fallback estimate by more
-than ``margin``; it clears after ``cooldown_s`` once a newer model version has been swapped in (or after twice
-the cooldown in any case), and the window starts afresh.
+The comparison is a randomised control arm: a small fraction of requests (``control_fraction``) is routed by
+the fallback even when the model is trusted. Both arms share the same fleet and load at the same time, so
+their observed TTFTs compare fairly (estimates of what the fallback "would have" got are biased: the pick
+that minimises an estimate is the one whose estimate is most optimistic). The guardrail trips when the model
+arm's mean TTFT over its window exceeds the control arm's by more than ``margin``; it clears after
+``cooldown_s`` once a newer model version has been swapped in (or after twice the cooldown in any case).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 
 log = logging.getLogger("lodestar_vllm.guardrail")
+
+MIN_CONTROL = 30
 
 
 class Guardrail:
@@ -23,43 +24,31 @@ class Guardrail:
         self.window = window
         self.margin = margin
         self.cooldown_s = cooldown_s
-        self._pairs: deque[tuple[float, float]] = deque(maxlen=window)
-        self._log_bias = 0.0
-        self._bias_n = 0
+        self._model: deque[float] = deque(maxlen=window)
+        self._control: deque[float] = deque(maxlen=max(MIN_CONTROL, window // 2))
         self.active = False
         self.tripped_at: float | None = None
         self.tripped_version = 0
         self.trips = 0
 
-    def observe_calibration(self, observed: float, analytic: float) -> None:
-        if observed > 0 and analytic > 0:
-            a = max(0.02, 1.0 / (self._bias_n + 1))
-            self._log_bias += a * (math.log(observed / analytic) - self._log_bias)
-            self._bias_n += 1
-
-    @property
-    def bias(self) -> float:
-        return math.exp(self._log_bias)
-
-    def observe_model_outcome(self, observed: float, fallback_analytic: float, now: float,
-                              model_version: int) -> bool:
-        """Record one model-path outcome; returns True when this outcome tripped the guardrail."""
-        if self.active or not (observed > 0 and fallback_analytic > 0):
+    def observe(self, observed: float, control: bool, now: float, model_version: int) -> bool:
+        """Record one outcome of the model arm or the control arm; True when this outcome tripped."""
+        if not observed > 0:
             return False
-        self._pairs.append((observed, fallback_analytic))
-        if len(self._pairs) < self.window:
+        (self._control if control else self._model).append(observed)
+        if self.active or control or len(self._model) < self.window or len(self._control) < MIN_CONTROL:
             return False
-        obs = sum(p[0] for p in self._pairs)
-        est = self.bias * sum(p[1] for p in self._pairs)
-        if obs > (1.0 + self.margin) * est:
+        model_mean = sum(self._model) / len(self._model)
+        control_mean = sum(self._control) / len(self._control)
+        if model_mean > (1.0 + self.margin) * control_mean:
             self.active = True
             self.tripped_at = now
             self.tripped_version = model_version
             self.trips += 1
-            self._pairs.clear()
+            self._model.clear()
             log.warning("lodestar guardrail: learned path worse than fallback, routing with fallback",
-                        extra={"event": "guardrail_trip", "observed_s": round(obs, 4),
-                               "fallback_estimate_s": round(est, 4), "window": self.window})
+                        extra={"event": "guardrail_trip", "model_mean_ttft_s": round(model_mean, 4),
+                               "control_mean_ttft_s": round(control_mean, 4), "window": self.window})
             return True
         return False
 
@@ -69,8 +58,14 @@ class Guardrail:
         waited = now - self.tripped_at
         if (waited >= self.cooldown_s and model_version > self.tripped_version) or waited >= 2 * self.cooldown_s:
             self.active = False
-            self._pairs.clear()
+            self._model.clear()
             log.info("lodestar guardrail: learned path restored",
                      extra={"event": "guardrail_clear", "waited_s": round(waited, 3), "model_version": model_version})
             return True
         return False
+
+    def snapshot(self) -> dict[str, float | int | bool | None]:
+        return {"active": self.active, "trips": self.trips, "tripped_at": self.tripped_at,
+                "model_mean_ttft_s": sum(self._model) / len(self._model) if self._model else None,
+                "control_mean_ttft_s": sum(self._control) / len(self._control) if self._control else None,
+                "control_samples": len(self._control)}

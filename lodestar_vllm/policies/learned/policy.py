@@ -48,6 +48,7 @@ from lodestar_vllm.tokenizer import estimate_tokens
 log = logging.getLogger("lodestar_vllm.learned")
 
 SHADOW = "shadow"
+CONTROL = "control"
 _PENDING_COL = 6
 _MATCH_COL = 1
 
@@ -215,6 +216,9 @@ class LearnedPolicy(RoutingPolicy):
                 elif self.guardrail.active:
                     shadow_choice = pick
                     path, reason = DecisionPath.FALLBACK.value, "guardrail"
+                elif self._rng.random() < cfg.guardrail_control_fraction:
+                    shadow_choice = pick
+                    path, reason = DecisionPath.FALLBACK.value, CONTROL
                 else:
                     chosen = pick
                 predicted = float(math.exp(mean[chosen]))
@@ -301,12 +305,11 @@ class LearnedPolicy(RoutingPolicy):
         e2e = outcome.e2e
         self.rates.observe(record.url, cls, record.prefill_ahead + uncached, ttft,
                            None if e2e is None else e2e - ttft, outcome.completion_tokens)
-        if record.analytic_ttft:
-            self.guardrail.observe_calibration(ttft, record.analytic_ttft)
         model = self.trainer.current
-        if record.path in (DecisionPath.MODEL.value, DecisionPath.GUARD.value) and record.fallback_analytic_ttft:
-            if self.guardrail.observe_model_outcome(ttft, record.fallback_analytic_ttft, outcome.first_token_at
-                                                    or record.dispatched_at, model.version if model else 0):
+        control = record.reason == CONTROL
+        if control or record.path in (DecisionPath.MODEL.value, DecisionPath.GUARD.value):
+            if self.guardrail.observe(ttft, control, outcome.first_token_at or record.dispatched_at,
+                                      model.version if model else 0):
                 self.metrics.guardrail_trips.inc()
         self.metrics.guardrail_active.set(1.0 if self.guardrail.active else 0.0)
         if record.predicted_ttft:
@@ -375,8 +378,7 @@ class LearnedPolicy(RoutingPolicy):
             "recent_accuracy": {"mean_abs_log_ratio": self._abs_log_err, "model_path_outcomes": self._model_path_n},
             "paths": dict(self._path_counts),
             "shadow_predicted_gain_s": (self._shadow_gain_sum / self._shadow_n) if self._shadow_n else None,
-            "guardrail": {"active": self.guardrail.active, "trips": self.guardrail.trips,
-                          "bias": self.guardrail.bias},
+            "guardrail": self.guardrail.snapshot(),
             "guard_activations": self.guard.activations,
             "trainer": self.trainer.snapshot(),
             "rates": self.rates.snapshot(),
