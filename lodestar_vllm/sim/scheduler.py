@@ -208,11 +208,7 @@ class Scheduler:
         if self.prefix_caching:
             full = min(len(r.block_hashes), r.computed // self.bs)
             if full > r.num_hashed:
-                blocks = r.blocks
-                hashes = r.block_hashes
-                cache_block = self.pool.cache_block
-                for i in range(r.num_hashed, full):
-                    cache_block(blocks[i], hashes[i])
+                self.pool.cache_blocks(r.blocks, r.block_hashes, r.num_hashed, full)
                 r.num_hashed = full
 
     def _sample_after_prefill(self, r: Request, out: SchedulerOutput) -> None:

@@ -46,7 +46,8 @@ def test_capacity_is_memory_minus_weights_and_reserve_over_block_bytes() -> None
     profile = get_profile("A100-80GB", "llama-3.1-8b")
     config = EngineConfig(gpu_memory_utilization=0.9, max_num_batched_tokens=2048)
     usable = 80 * GIB * 0.9
-    reserve = profile.reserve_fixed_bytes + 2048 * profile.reserve_bytes_per_batched_token
+    reserve = profile.reserve_bytes(2048, 256)
+    assert 1.0 * GIB < reserve < 3.0 * GIB
     expected = int((usable - profile.model.weight_bytes - reserve) // (128 * 1024 * 16))
     assert num_gpu_blocks(profile, config) == expected
     # More memory utilisation, more blocks; the override wins.

@@ -1,0 +1,161 @@
+"""``lodestar-vllm bench-engine``: how many virtual-time engine steps per second the engine model runs.
+
+The load is a steady decode-heavy batch, as a busy engine in a cluster run sees it: ``--running`` requests in
+flight from the start (remaining outputs spread so that they finish at different steps), and Poisson arrivals
+that replace them (prompts of 200-2000 tokens, a third sharing a 512-token system prompt, outputs averaging
+``--mean-output``). Each point runs ``--steps`` steps of one engine through the virtual driver's loop and
+reports wall-clock steps/s plus what the engine did (mean batch, tokens, preemptions, prefix hits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from lodestar_vllm.sim.engine import EngineCore, EngineRequest
+from lodestar_vllm.sim.profiles import default_engine_config, get_profile
+
+
+@dataclass(slots=True)
+class BenchPoint:
+    running: int
+    steps: int
+    wall_s: float
+    mean_running: float
+    mean_tokens: float
+    virtual_s: float
+    generated: int
+    preemptions: int
+    hit_rate: float
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_s
+
+
+def _request(rng: random.Random, i: int, at: float, mean_output: int, block_size: int,
+             output: int | None = None) -> EngineRequest:
+    prompt_len = rng.randint(200, 2000)
+    n_blocks = prompt_len // block_size
+    shared = min(n_blocks, 512 // block_size) if rng.random() < 0.33 else 0
+    hashes = [hash(("system", b)) for b in range(shared)]
+    hashes += [hash((i, b)) for b in range(shared, n_blocks)]
+    if output is None:
+        output = max(1, int(rng.expovariate(1.0 / mean_output)))
+    return EngineRequest(f"b{i}", prompt_len, output, hashes, at)
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """Knuth's method: fine for the small means used here."""
+    limit = math.exp(-mean)
+    k = 0
+    p = rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, seed: int) -> BenchPoint:
+    config = default_engine_config(gpu, max_num_seqs=max(running + 64, 256))
+    engine = EngineCore(get_profile(gpu, model), config)
+    rng = random.Random(seed)
+    bs = config.block_size
+    for i in range(running):
+        engine.add_request(_request(rng, i, 0.0, mean_output, bs, output=rng.randint(1, 2 * mean_output)))
+    # Warm up to the steady batch (prefills done) before timing.
+    now = 0.0
+    while engine.scheduler.waiting or engine.scheduler.prefiller is not None:
+        now += engine.step(now).duration
+    # Arrivals are drawn per step (mean running / mean output), so the batch stays near ``running`` whatever
+    # the step times; requests are built before the timed loop so that only the engine is measured.
+    per_step = running / mean_output
+    counts = [_poisson(rng, per_step) for _ in range(steps)]
+    fresh = [_request(rng, running + k, 0.0, mean_output, bs) for k in range(sum(counts))]
+    total_running = total_tokens = 0
+    start_stats = engine.stats()
+    start_virtual = now
+    add = engine.add_request
+    step = engine.step
+    sched = engine.scheduler
+    k = 0
+    t0 = time.perf_counter()
+    for n_new in counts:
+        for _ in range(n_new):
+            req = fresh[k]
+            req.arrival_time = now
+            add(req)
+            k += 1
+        result = step(now)
+        total_tokens += result.scheduled_tokens
+        total_running += len(sched.running)
+        now += result.duration
+    wall = time.perf_counter() - t0
+    stats = engine.stats()
+    queries = stats.prefix_cache_queries_total - start_stats.prefix_cache_queries_total
+    hits = stats.prefix_cache_hits_total - start_stats.prefix_cache_hits_total
+    return BenchPoint(
+        running=running,
+        steps=steps,
+        wall_s=wall,
+        mean_running=total_running / steps,
+        mean_tokens=total_tokens / steps,
+        virtual_s=now - start_virtual,
+        generated=stats.generation_tokens_total - start_stats.generation_tokens_total,
+        preemptions=stats.num_preemptions_total - start_stats.num_preemptions_total,
+        hit_rate=hits / queries if queries else 0.0,
+    )
+
+
+def format_table(points: list[BenchPoint]) -> str:
+    head = ("| running (target) | steps | steps/s | mean running | tokens/step | virtual s | gen tok/s (virtual)"
+            " | preemptions | prefix hit rate |")
+    lines = [head, "|" + "---|" * 9]
+    for p in points:
+        lines.append(
+            f"| {p.running} | {p.steps} | {p.steps_per_s:,.0f} | {p.mean_running:.1f} | {p.mean_tokens:.1f} | "
+            f"{p.virtual_s:.1f} | {p.generated / p.virtual_s:,.0f} | {p.preemptions} | {p.hit_rate:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpu", default="H100", help="GPU profile (default H100)")
+    parser.add_argument("--model", default="llama-3.1-8b")
+    parser.add_argument("--running", type=int, nargs="+", default=[200],
+                        help="requests kept in flight, one point each (default 200)")
+    parser.add_argument("--steps", type=int, default=50_000, help="timed steps per point")
+    parser.add_argument("--mean-output", type=int, default=300, help="mean output tokens of arrivals")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", default=None, help="write steps/s per point to this PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps < 1 or any(r < 1 for r in args.running):
+        raise SystemExit("--steps and --running must be >= 1")
+    points = []
+    for n in args.running:
+        print(f"bench-engine: {args.gpu}/{args.model}, {n} running, {args.steps} steps ...", flush=True)
+        point = run_point(args.gpu, args.model, n, args.steps, args.mean_output, args.seed)
+        print(f"  {point.steps_per_s:,.0f} steps/s", flush=True)
+        points.append(point)
+    print(format_table(points))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot([p.mean_running for p in points], [p.steps_per_s for p in points], marker="o")
+        ax.set_xlabel("mean running requests")
+        ax.set_ylabel("engine steps / s (wall)")
+        ax.set_title(f"engine model speed, {args.gpu}/{args.model}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot: {args.plot}")
+    return 0
