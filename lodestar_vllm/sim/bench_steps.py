@@ -24,6 +24,7 @@ class BenchPoint:
     running: int
     steps: int
     wall_s: float
+    cpu_s: float  # process CPU time: what the engine costs on a machine shared with other work
     mean_running: float
     mean_tokens: float
     virtual_s: float
@@ -34,6 +35,10 @@ class BenchPoint:
     @property
     def steps_per_s(self) -> float:
         return self.steps / self.wall_s
+
+    @property
+    def steps_per_cpu_s(self) -> float:
+        return self.steps / self.cpu_s
 
 
 def _request(rng: random.Random, i: int, at: float, mean_output: int, block_size: int,
@@ -83,6 +88,7 @@ def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, 
     sched = engine.scheduler
     k = 0
     t0 = time.perf_counter()
+    c0 = time.process_time()
     for n_new in counts:
         for _ in range(n_new):
             req = fresh[k]
@@ -94,6 +100,7 @@ def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, 
         total_running += len(sched.running)
         now += result.duration
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     stats = engine.stats()
     queries = stats.prefix_cache_queries_total - start_stats.prefix_cache_queries_total
     hits = stats.prefix_cache_hits_total - start_stats.prefix_cache_hits_total
@@ -101,6 +108,7 @@ def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, 
         running=running,
         steps=steps,
         wall_s=wall,
+        cpu_s=cpu,
         mean_running=total_running / steps,
         mean_tokens=total_tokens / steps,
         virtual_s=now - start_virtual,
@@ -111,12 +119,13 @@ def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, 
 
 
 def format_table(points: list[BenchPoint]) -> str:
-    head = ("| running (target) | steps | steps/s | mean running | tokens/step | virtual s | gen tok/s (virtual)"
-            " | preemptions | prefix hit rate |")
-    lines = [head, "|" + "---|" * 9]
+    head = ("| running (target) | steps | steps/s (wall) | steps/s (CPU) | mean running | tokens/step | virtual s |"
+            " gen tok/s (virtual) | preemptions | prefix hit rate |")
+    lines = [head, "|" + "---|" * 10]
     for p in points:
         lines.append(
-            f"| {p.running} | {p.steps} | {p.steps_per_s:,.0f} | {p.mean_running:.1f} | {p.mean_tokens:.1f} | "
+            f"| {p.running} | {p.steps} | {p.steps_per_s:,.0f} | {p.steps_per_cpu_s:,.0f} | {p.mean_running:.1f} | "
+            f"{p.mean_tokens:.1f} | "
             f"{p.virtual_s:.1f} | {p.generated / p.virtual_s:,.0f} | {p.preemptions} | {p.hit_rate:.2f} |"
         )
     return "\n".join(lines)
@@ -140,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     for n in args.running:
         print(f"bench-engine: {args.gpu}/{args.model}, {n} running, {args.steps} steps ...", flush=True)
         point = run_point(args.gpu, args.model, n, args.steps, args.mean_output, args.seed)
-        print(f"  {point.steps_per_s:,.0f} steps/s", flush=True)
+        print(f"  {point.steps_per_s:,.0f} steps/s wall, {point.steps_per_cpu_s:,.0f} per CPU second", flush=True)
         points.append(point)
     print(format_table(points))
     if args.plot:

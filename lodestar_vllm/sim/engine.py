@@ -139,7 +139,8 @@ class EngineCore:
         last = total - full_steps * per_step
         ctx = s.decode_context()
         model = self.step_time
-        t = model.duration(n_dec + last, n_dec + 1, prefill_pairs(hit, min(own, last)), ctx)
+        # Its own attention pairs are all charged to the last step (same total, cheaper to compute).
+        t = model.duration(n_dec + last, n_dec + 1, prefill_pairs(hit, own), ctx)
         if full_steps:
             t += full_steps * model.duration(n_dec + per_step, n_dec, 0, ctx)
         if self._busy_until > now:
