@@ -10,7 +10,7 @@ from lodestar_vllm.core.types import DecisionPath
 from lodestar_vllm.integrations.production_stack import runtime as runtime_mod
 from lodestar_vllm.integrations.production_stack.routing import LearnedRouter, RoutedUrl
 from lodestar_vllm.integrations.production_stack.runtime import LodestarRuntime, install_runtime
-from lodestar_vllm.integrations.production_stack.settings import LodestarSettings
+from lodestar_vllm.integrations.production_stack.settings import LodestarSettings, SettingsError
 from tests.prodstack.stub_policy import StubPolicy
 
 URLS = ["http://a:8000", "http://b:8000"]
@@ -78,17 +78,49 @@ def test_bad_request_bodies_never_raise() -> None:
     assert runtime.fallbacks == 0
 
 
-def test_runtime_failure_still_routes() -> None:
-    install_runtime(None)  # type: ignore[arg-type]
-    runtime_mod._RUNTIME = None
-    # No runtime and a settings error from the environment: the router must still answer, loudly.
-    import os
+def test_runtime_failure_still_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    _runtime()
+    router = _router()
+    runtime_mod._RUNTIME = None  # the runtime is gone and cannot be rebuilt from the environment
+    monkeypatch.setenv("LODESTAR_SEED", "not-a-number")
+    assert router.route_request([Endpoint(URLS[1])], {}, {}, FakeRequest({})) == URLS[1]
 
-    os.environ["LODESTAR_SEED"] = "not-a-number"
-    try:
-        assert _router().route_request([Endpoint(URLS[1])], {}, {}, FakeRequest({})) == URLS[1]
-    finally:
-        del os.environ["LODESTAR_SEED"]
+
+def test_broken_configuration_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_SEED", "not-a-number")
+    with pytest.raises(SettingsError, match="seed"):
+        _router()
+    with pytest.raises(SettingsError, match="unknown lodestar setting"):
+        LearnedRouter.__new__(LearnedRouter).__init__(routing_logic_config={"polcy": "x"})
+
+
+def test_patched_host_config_and_listener_events() -> None:
+    config = {"policy": "tests.prodstack.stub_policy:StubPolicy", "seed": 5, "scrape_interval": 0.5}
+    router = LearnedRouter.__new__(LearnedRouter)
+    router.__init__(routing_logic_config=config)
+    runtime = runtime_mod.current_runtime()
+    assert runtime is not None and runtime.policy.seed == 5 and runtime.settings.scrape_interval == 0.5
+
+    @dataclass
+    class Record:  # patches/0002's RequestAttemptRecord
+        request_id: str
+        engine_url: str
+        status: str | None = None
+        http_status: int | None = None
+        error: str | None = None
+        prompt_tokens: int | None = None
+        completion_tokens: int | None = None
+
+    url = router.route_request([Endpoint(URLS[0])], {}, {}, FakeRequest({"model": "m"}, {"X-Request-Id": "q"}))
+    record = Record("q", url)
+    router.on_request_start(record)
+    router.on_first_token(record)
+    record.status, record.http_status, record.prompt_tokens = "success", 200, 9
+    router.on_request_end(record)
+    router.on_request_end(record)  # a duplicate end is ignored
+    [outcome] = runtime.policy.outcomes
+    assert (outcome.status.value, outcome.prompt_tokens, outcome.request_id) == ("ok", 9, "q")
+    assert runtime.policy.first_tokens == [("q", URLS[0])]
 
 
 def test_state_survives_router_replacement() -> None:

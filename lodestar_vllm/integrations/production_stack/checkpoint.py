@@ -30,25 +30,48 @@ def restore(policy: RoutingPolicy, path: str) -> bool:
         return False
     if not hasattr(policy, "load_checkpoint"):
         raise RuntimeError(f"policy {policy.name!r} cannot load checkpoints but {path} exists")
-    policy.load_checkpoint(path)  # type: ignore[attr-defined]
+    loaded = policy.load_checkpoint(path)  # type: ignore[attr-defined]
+    if loaded is False:  # the learned policy refuses mismatched checkpoints (and says why in its log)
+        raise RuntimeError(f"lodestar: checkpoint {path} was refused by policy {policy.name!r}; "
+                           "move it away to start cold")
     logger.info("lodestar: restored learned state from %s", path)
     return True
 
 
-async def save(policy: RoutingPolicy, path: str) -> None:
+def _snapshot(policy: RoutingPolicy) -> Any | None:
+    try:
+        return policy.export_checkpoint()  # type: ignore[attr-defined]
+    except RuntimeError as exc:  # the learned policy has nothing to export before its first model
+        logger.info("lodestar: no checkpoint written: %s", exc)
+        return None
+
+
+async def save(policy: RoutingPolicy, path: str) -> bool:
+    """Write a checkpoint; False when the policy had nothing to save yet."""
     if hasattr(policy, "export_checkpoint"):
-        snapshot = policy.export_checkpoint()  # type: ignore[attr-defined]
+        snapshot = _snapshot(policy)
+        if snapshot is None:
+            return False
         await asyncio.to_thread(_write_atomically, path, snapshot)
-    elif hasattr(policy, "save_checkpoint"):
+        return True
+    if hasattr(policy, "save_checkpoint"):
         await asyncio.to_thread(policy.save_checkpoint, path)  # type: ignore[attr-defined]
+        return True
+    return False
 
 
-def save_blocking(policy: RoutingPolicy, path: str) -> None:
+def save_blocking(policy: RoutingPolicy, path: str) -> bool:
     """For shutdown paths without a running loop."""
     if hasattr(policy, "export_checkpoint"):
-        _write_atomically(path, policy.export_checkpoint())  # type: ignore[attr-defined]
-    elif hasattr(policy, "save_checkpoint"):
+        snapshot = _snapshot(policy)
+        if snapshot is None:
+            return False
+        _write_atomically(path, snapshot)
+        return True
+    if hasattr(policy, "save_checkpoint"):
         policy.save_checkpoint(path)  # type: ignore[attr-defined]
+        return True
+    return False
 
 
 def _write_atomically(path: str, snapshot: Any) -> None:

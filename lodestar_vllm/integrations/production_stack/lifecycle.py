@@ -120,14 +120,16 @@ class LifecycleTracker:
             self.hook_errors += 1
             logger.exception("lodestar policy.on_first_token failed (request %s)", attempt.attempt_id)
 
-    def finish(self, attempt: Attempt, status: OutcomeStatus, error: str | None = None) -> None:
+    def finish(self, attempt: Attempt, status: OutcomeStatus, error: str | None = None,
+               usage: dict[str, int] | None = None) -> None:
         self._active.pop(attempt.attempt_id, None)
-        self._finish(attempt, status, error)
+        self._finish(attempt, status, error, usage)
 
-    def _finish(self, attempt: Attempt, status: OutcomeStatus, error: str | None = None) -> None:
+    def _finish(self, attempt: Attempt, status: OutcomeStatus, error: str | None = None,
+                usage: dict[str, int] | None = None) -> None:
         if attempt.outcome is not None:
             return  # exactly once, whatever path got here first
-        usage = _usage(bytes(attempt.tail))
+        usage = usage if usage is not None else _usage(bytes(attempt.tail))
         attempt.outcome = Outcome(
             request_id=attempt.attempt_id,
             url=attempt.url,

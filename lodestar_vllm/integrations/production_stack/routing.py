@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
-from lodestar_vllm.integrations.production_stack.runtime import get_runtime
+from lodestar_vllm.core.types import OutcomeStatus
+from lodestar_vllm.integrations.production_stack.lifecycle import Attempt
+from lodestar_vllm.integrations.production_stack.runtime import (
+    LodestarRuntime,
+    current_runtime,
+    get_runtime,
+    install_runtime,
+)
+from lodestar_vllm.integrations.production_stack.settings import LodestarSettings
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +53,24 @@ class RoutedUrl(str):
 class LearnedRouter(_HostRoutingInterface):
     """The `learned` routing logic. State lives in the runtime; this object is cheap and replaceable."""
 
-    def __init__(self, *args: Any, max_instance_failover_reroute_attempts: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_instance_failover_reroute_attempts: int = 0,
+        routing_logic_config: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if getattr(self, "_initialized", False):
             return
         # The host reads this attribute for failover; initialize_routing_logic may overwrite it.
         self.max_instance_failover_reroute_attempts = int(max_instance_failover_reroute_attempts or 0)
         self.session_key = kwargs.get("session_key")
         self._emergency = itertools.count()
+        self._by_record: dict[tuple[str, str], Attempt] = {}
+        if routing_logic_config and current_runtime() is None:
+            # Patched host: --routing-logic-config carries our settings (over LODESTAR_* variables).
+            install_runtime(LodestarRuntime(LodestarSettings.from_sources(config=routing_logic_config)))
+        get_runtime()  # create the policy now: a broken configuration stops start-up, loudly
         self._initialized = True
 
     def route_request(
@@ -63,7 +82,9 @@ class LearnedRouter(_HostRoutingInterface):
         request_json: dict[str, Any] | None = None,
     ) -> RoutedUrl:
         try:
-            return RoutedUrl(get_runtime().route(endpoints, engine_stats, request, request_json))
+            runtime = get_runtime()
+            runtime.ensure_started()
+            return RoutedUrl(runtime.route(endpoints, engine_stats, request, request_json))
         except Exception:
             if not endpoints:
                 raise
@@ -81,5 +102,39 @@ class LearnedRouter(_HostRoutingInterface):
     ) -> str:
         return str(self.route_request(endpoints, engine_stats, request_stats, request, request_json))
 
+    # --- the patched host's request lifecycle listener API (patches/0002) -------------------------------
+    def on_request_start(self, record: Any) -> None:
+        runtime = current_runtime()
+        attempt = runtime.tracker.claim(record.engine_url, record.request_id) if runtime else None
+        if attempt is not None:  # None: not ours, or already claimed by the unpatched-host hook
+            if len(self._by_record) >= runtime.tracker.max_attempts:
+                self._by_record.pop(next(iter(self._by_record)))
+            self._by_record[(record.request_id, record.engine_url)] = attempt
+
+    def on_first_token(self, record: Any) -> None:
+        runtime = current_runtime()
+        attempt = self._by_record.get((record.request_id, record.engine_url))
+        if runtime is not None and attempt is not None:
+            runtime.tracker.first_token(attempt)
+
+    def on_request_end(self, record: Any) -> None:
+        runtime = current_runtime()
+        attempt = self._by_record.pop((record.request_id, record.engine_url), None)
+        if runtime is None or attempt is None:
+            return
+        attempt.http_status = record.http_status
+        status = {"success": OutcomeStatus.OK, "aborted": OutcomeStatus.ABORTED}.get(
+            record.status, OutcomeStatus.FAILED
+        )
+        usage = {k: v for k in ("prompt_tokens", "completion_tokens") if (v := getattr(record, k, None)) is not None}
+        runtime.tracker.finish(attempt, status, record.error, usage=usage)
+
     def close(self) -> None:
-        """Called by the host when it drops this singleton; learned state stays in the runtime."""
+        """Called by the host when it drops this singleton (reconfiguration, shutdown). Learned state stays
+        in the runtime; a checkpoint is written so a shutdown loses nothing."""
+        runtime = current_runtime()
+        if runtime is not None:
+            try:
+                runtime.save_checkpoint_blocking()
+            except Exception:
+                logger.exception("lodestar: checkpoint on close failed")

@@ -10,12 +10,13 @@ import asyncio
 import importlib
 import itertools
 import logging
+import os
 import time
-from collections import OrderedDict
+from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from lodestar_vllm.core.types import Decision, DecisionPath, InstanceView, RequestInfo
+from lodestar_vllm.core.types import Decision, DecisionPath, HardwareInfo, InstanceView, RequestInfo
 from lodestar_vllm.integrations.production_stack import checkpoint
 from lodestar_vllm.integrations.production_stack.lifecycle import Attempt, LifecycleTracker
 from lodestar_vllm.integrations.production_stack.request_info import max_tokens, parse_body, prompt_text
@@ -57,6 +58,8 @@ class LodestarRuntime:
         self.checkpoints_written = 0
         self._rr = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
+        self.k8s: Any = None  # KubernetesAwareness, when enabled
+        self.hardware: Mapping[str, HardwareInfo] = self.settings.hardware
 
     # --- the request path (no I/O, no training: a policy call and some dict updates) --------------------
     def route(
@@ -84,7 +87,7 @@ class LodestarRuntime:
             session_id=headers.get("x-session-id") or (str(body["user"]) if body.get("user") else None),
             headers=headers,
         )
-        views = build_views(endpoints, engine_stats, self.scraper.latest(), self.settings.hardware, now)
+        views = build_views(endpoints, engine_stats, self.scraper.latest(), self.hardware, now)
         decision = self._decide(info, views, now)
         self.routed += 1
         self.tracker.register(Attempt(attempt_id, decision.url, info, decision, routed_at=now))
@@ -184,6 +187,7 @@ class LodestarRuntime:
                 "engines": sorted(self.scraper.latest()),
                 "errors": dict(self.scraper.errors),
             },
+            "kubernetes": self.k8s.status() if self.k8s is not None else None,
             "checkpoint": {
                 "path": self.settings.checkpoint_path,
                 "restored": self.restored,
@@ -193,16 +197,20 @@ class LodestarRuntime:
 
     # --- background work ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the scraper, the pending sweeper and periodic checkpoints on the running loop."""
-        if self._tasks:
-            return
-        self.scraper.start()
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._sweep_forever(), name="lodestar-sweeper"))
-        if self.settings.checkpoint_path and checkpoint.supports_checkpoints(self.policy):
-            self._tasks.append(loop.create_task(self._checkpoint_forever(), name="lodestar-checkpoint"))
+        """Start the scraper, the pending sweeper and periodic checkpoints on the running loop, and the
+        Kubernetes awareness (hardware discovery, model sharing) when LODESTAR_K8S_* asks for it."""
+        self.ensure_started()
+        if self.k8s is None and kubernetes_requested():
+            from lodestar_vllm.integrations.kubernetes.awareness import KubernetesAwareness, policy_callables
+
+            learner = policy_callables(self.policy) if hasattr(self.policy, "import_checkpoint") else None
+            self.k8s = await KubernetesAwareness.start_from_env(learner)
+            self.hardware = ChainMap(dict(self.settings.hardware), self.k8s.hardware_by_url())
 
     async def stop(self) -> None:
+        if self.k8s is not None:
+            await self.k8s.close()
+            self.k8s = None
         await self.scraper.stop()
         for task in self._tasks:
             task.cancel()
@@ -214,10 +222,30 @@ class LodestarRuntime:
         self._tasks.clear()
         await self.save_checkpoint()
 
+    def ensure_started(self) -> None:
+        """Start background work on the running loop if nobody did (the patched host has no lifespan hook
+        of ours); a no-op outside a loop and once started."""
+        if self._tasks:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.scraper.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sweep_forever(), name="lodestar-sweeper"))
+        if self.settings.checkpoint_path and checkpoint.supports_checkpoints(self.policy):
+            self._tasks.append(loop.create_task(self._checkpoint_forever(), name="lodestar-checkpoint"))
+
+    def save_checkpoint_blocking(self) -> None:
+        if self.settings.checkpoint_path and checkpoint.supports_checkpoints(self.policy):
+            if checkpoint.save_blocking(self.policy, self.settings.checkpoint_path):
+                self.checkpoints_written += 1
+
     async def save_checkpoint(self) -> None:
         if self.settings.checkpoint_path and checkpoint.supports_checkpoints(self.policy):
-            await checkpoint.save(self.policy, self.settings.checkpoint_path)
-            self.checkpoints_written += 1
+            if await checkpoint.save(self.policy, self.settings.checkpoint_path):
+                self.checkpoints_written += 1
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -231,6 +259,12 @@ class LodestarRuntime:
                 await self.save_checkpoint()
             except Exception:
                 logger.exception("lodestar: periodic checkpoint failed")
+
+
+def kubernetes_requested(env: Mapping[str, str] | None = None) -> bool:
+    """Kubernetes awareness is on when the Helm values set any LODESTAR_K8S_* variable."""
+    env = os.environ if env is None else env
+    return any(key.startswith("LODESTAR_K8S_") and value for key, value in env.items())
 
 
 def make_policy(settings: LodestarSettings) -> RoutingPolicy:

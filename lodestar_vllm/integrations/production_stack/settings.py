@@ -36,12 +36,22 @@ class LodestarSettings:
 
     @classmethod
     def from_sources(
-        cls, args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
+        cls,
+        args: argparse.Namespace | None = None,
+        env: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> LodestarSettings:
+        """Precedence: flags, then ``config`` (the patched host's --routing-logic-config), then LODESTAR_*."""
         env = os.environ if env is None else env
+        config = config or {}
+        unknown = set(config) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown lodestar setting(s) in routing logic config: {sorted(unknown)}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"LODESTAR_{f.name.upper()}")
+            if f.name in config:
+                raw = config[f.name]
             if args is not None and getattr(args, f"lodestar_{f.name}", None) is not None:
                 raw = getattr(args, f"lodestar_{f.name}")
             if raw is None or raw == "":
@@ -78,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _convert(name: str, raw: Any) -> Any:
     try:
+        if name in ("policy", "checkpoint_path"):
+            return str(raw)
         if name in ("seed", "explain_capacity"):
             return int(raw)
         if name in ("scrape_interval", "scrape_timeout", "checkpoint_interval", "pending_timeout"):
