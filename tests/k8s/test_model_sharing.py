@@ -152,6 +152,22 @@ async def test_checkpoint_over_the_configmap_cap_goes_to_the_shared_volume(
     assert (await follower.read_shared()).version == 3  # type: ignore[union-attr]
 
 
+async def test_compressible_checkpoints_are_compressed_and_compressed_ones_stored_as_is(
+    api: client.ApiClient,
+) -> None:
+    board = ConfigMapModelBoard(api, NS)
+    core = client.CoreV1Api(api)
+    text_like = b"0.125," * 100_000  # 600 kB that zlib shrinks a lot
+    assert await board.publish(ModelRecord.of(text_like, version=1, replica="a", created_at=1.0))
+    stored = await core.read_namespaced_config_map(board.shared_name, NS)
+    assert stored.data["encoding"] == "zlib" and len(stored.binary_data["checkpoint.bin"]) < 20_000
+    random_bytes = os.urandom(100_000)  # like the learned policy's own (already zlib'd) checkpoint
+    assert await board.publish(ModelRecord.of(random_bytes, version=2, replica="a", created_at=2.0))
+    stored = await core.read_namespaced_config_map(board.shared_name, NS)
+    assert stored.data["encoding"] == "identity"
+    assert (await board.read_shared()).payload == random_bytes  # type: ignore[union-attr]
+
+
 async def test_the_stand_in_enforces_the_cap_that_the_board_respects(api: client.ApiClient) -> None:
     # Guards the guard: if the board ever wrote an oversized ConfigMap, the API would refuse it.
     body = {"metadata": {"name": "too-big"}, "binaryData": {"x": "A" * (CONFIGMAP_LIMIT_BYTES * 2)}}

@@ -34,6 +34,7 @@ from lodestar_vllm.integrations.kubernetes.descriptors import (
 log = logging.getLogger(__name__)
 
 PodKey = tuple[str, str]  # (namespace, name)
+_HOST_CACHE_LIMIT = 4096
 
 
 @dataclass
@@ -74,6 +75,7 @@ class HardwareWatcher:
         # What the request path reads; rebuilt entry by entry when a pod or node changes.
         self._by_pod: dict[PodKey, HardwareInfo | None] = {}
         self._by_ip: dict[str, PodKey] = {}
+        self._hosts: dict[str, str] = {}  # url -> host
         self._tasks: list[asyncio.Task[None]] = []
         self._pods_synced = asyncio.Event()
         self._nodes_synced = asyncio.Event()
@@ -90,7 +92,12 @@ class HardwareWatcher:
             key = (namespace or self._namespace or "default", pod_name)
             if key in self._by_pod:
                 return self._by_pod[key]
-        host = _host_of(url)
+        host = self._hosts.get(url)
+        if host is None:
+            # URL parsing costs about a microsecond; engine URLs repeat, so parse each once (bounded cache).
+            if len(self._hosts) >= _HOST_CACHE_LIMIT:
+                self._hosts.clear()
+            host = self._hosts[url] = _host_of(url) or ""
         key_by_ip = self._by_ip.get(host) if host else None
         return self._by_pod.get(key_by_ip) if key_by_ip else None
 

@@ -4,9 +4,9 @@
 - ``<group>-candidate-<replica>``: one per replica (label ``lodestar-vllm/role=candidate``), owned by the
   replica's pod when its UID is known, so Kubernetes deletes it with the pod.
 
-A checkpoint is zlib-compressed into ``binaryData``. ConfigMaps are capped at 1 MiB (data + binaryData), so a
-compressed checkpoint above ``max_inline_bytes`` goes to a file on a ReadWriteMany volume mounted by every
-replica, named by its digest (content-addressed: writers never clash), and the ConfigMap carries only the
+A checkpoint goes into ``binaryData``, zlib-compressed unless it is compressed already. ConfigMaps are capped
+at 1 MiB (data + binaryData), so a stored checkpoint above ``max_inline_bytes`` goes to a file on a
+ReadWriteMany volume mounted by every replica, named by its digest (content-addressed: writers never clash), and the ConfigMap carries only the
 pointer. Readers verify the SHA-256 of every payload; a record that fails is dropped and counted.
 
 Publishing replaces the shared ConfigMap with the ``resourceVersion`` just read (optimistic concurrency: a
@@ -38,7 +38,12 @@ log = logging.getLogger(__name__)
 CONFIGMAP_LIMIT_BYTES = 1024 * 1024  # the API server's cap on data + binaryData
 # Headroom under the cap for the data keys, labels and the JSON envelope.
 DEFAULT_MAX_INLINE_BYTES = 900 * 1024
-PAYLOAD_KEY = "checkpoint.zlib"
+PAYLOAD_KEY = "checkpoint.bin"
+_ENCODINGS = ("zlib", "identity")
+# Checkpoints that are compressed already (the learned policy's are) gain nothing from zlib and cost ~70 ms per
+# MB on a busy core: a 64 KiB trial decides.
+_TRIAL_BYTES = 64 * 1024
+_WORTHWHILE_RATIO = 0.9
 ROLE_LABEL = "lodestar-vllm/role"
 GROUP_LABEL = "lodestar-vllm/group"
 
@@ -172,14 +177,14 @@ class ConfigMapModelBoard:
     async def _encode(
         self, name: str, role: str, record: ModelRecord, stored: Mapping[str, Any] | None
     ) -> dict[str, Any]:
-        compressed = await asyncio.to_thread(zlib.compress, record.payload, 6)
+        encoding, compressed = await asyncio.to_thread(_compress, record.payload)
         data = {
             "version": str(record.version),
             "replica": record.replica,
             "digest": record.digest,
             "createdAt": repr(record.created_at),
             "validationLoss": "" if record.validation_loss is None else repr(record.validation_loss),
-            "encoding": "zlib",
+            "encoding": encoding,
             "size": str(len(record.payload)),
         }
         binary: dict[str, str] | None
@@ -215,7 +220,7 @@ class ConfigMapModelBoard:
         data = obj.get("data") or {}
         name = (obj.get("metadata") or {}).get("name", "?")
         version = _int(data.get("version"))
-        if version is None or not data.get("digest") or data.get("encoding") != "zlib":
+        if version is None or not data.get("digest") or data.get("encoding") not in _ENCODINGS:
             self.stats.corrupt += 1
             raise CorruptRecord(f"{name}: missing version, digest or encoding")
         try:
@@ -223,7 +228,9 @@ class ConfigMapModelBoard:
                 compressed = await asyncio.to_thread(self._read_file, str(data.get("path", "")))
             else:
                 compressed = base64.b64decode((obj.get("binaryData") or {})[PAYLOAD_KEY], validate=True)
-            payload = await asyncio.to_thread(zlib.decompress, compressed)
+            payload = (
+                await asyncio.to_thread(zlib.decompress, compressed) if data["encoding"] == "zlib" else compressed
+            )
         except (KeyError, ValueError, OSError, zlib.error) as error:
             self.stats.corrupt += 1
             raise CorruptRecord(f"{name}: unreadable payload ({error!r})") from error
@@ -243,7 +250,7 @@ class ConfigMapModelBoard:
     # ---- shared volume ------------------------------------------------------------------------------------
 
     def _file_name(self, digest: str) -> str:
-        return f"{self.group}-{digest[:40]}.zlib"
+        return f"{self.group}-{digest[:40]}.ckpt"
 
     def _write_file(self, digest: str, compressed: bytes) -> str:
         assert self.volume_dir is not None
@@ -273,7 +280,7 @@ class ConfigMapModelBoard:
             return
         keep_names = {self._file_name(digest) for digest in keep}
         cutoff = time.time() - self._retention_s
-        for path in self.volume_dir.glob(f"{self.group}-*.zlib"):
+        for path in self.volume_dir.glob(f"{self.group}-*.ckpt"):
             with contextlib.suppress(OSError):
                 if path.name not in keep_names and path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -313,6 +320,13 @@ class ConfigMapModelBoard:
             raise
         self.stats.writes += 1
         return True
+
+
+def _compress(payload: bytes) -> tuple[str, bytes]:
+    trial = payload[:_TRIAL_BYTES]
+    if trial and len(zlib.compress(trial, 1)) > _WORTHWHILE_RATIO * len(trial):
+        return "identity", payload
+    return "zlib", zlib.compress(payload, 6)
 
 
 async def _json_or_raise(response: Any) -> dict[str, Any]:
