@@ -9,7 +9,7 @@ reused first, as vLLM does. Only FULL prompt blocks carry a hash (their chain ha
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from lodestar_vllm.sim.cluster_spec import EngineConfig
 from lodestar_vllm.sim.profiles import GIB, EngineProfile
@@ -103,19 +103,32 @@ class BlockPool:
         for _ in range(n):
             b = pop(False)[0]
             h = hash_of[b]
-            if h is not None:
-                if cached.get(h) == b:
-                    del cached[h]
+            if h is not None:  # invariant: hash_of[b] == h exactly when cached[h] == b
+                del cached[h]
                 hash_of[b] = None
             ref[b] = 1
             append(b)
 
+    def allocate_each(self, owners: Iterable[list[int]]) -> None:
+        """Append one fresh block to each list (decoders crossing a block boundary in the same step)."""
+        pop = self._free.popitem
+        ref = self._ref
+        hash_of = self._hash_of
+        cached = self._cached
+        for blocks in owners:
+            b = pop(False)[0]
+            h = hash_of[b]
+            if h is not None:
+                del cached[h]
+                hash_of[b] = None
+            ref[b] = 1
+            blocks.append(b)
+
     def allocate_one(self) -> int:
-        b, _none = self._free.popitem(last=False)
+        b = self._free.popitem(False)[0]
         h = self._hash_of[b]
         if h is not None:
-            if self._cached.get(h) == b:
-                del self._cached[h]
+            del self._cached[h]
             self._hash_of[b] = None
         self._ref[b] = 1
         return b

@@ -265,9 +265,8 @@ class Scheduler:
             need += self._blocks_needed(pf, pf_chunk)
         preempted = False
         if need <= pool.num_free:
-            allocate_one = pool.allocate_one
-            for r in crossing:
-                r.blocks.append(allocate_one())
+            if crossing:
+                pool.allocate_each([r.blocks for r in crossing])
             if pf is not None:
                 pool.allocate(self._blocks_needed(pf, pf_chunk), pf.blocks)
         else:
