@@ -23,10 +23,6 @@ import timeit
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from lodestar_vllm.core import checkpoint
-from lodestar_vllm.core.predictor import ModelWeights
 from lodestar_vllm.integrations.kubernetes.hardware import HardwareWatcher
 from lodestar_vllm.integrations.kubernetes.lease import LeaseElector
 from lodestar_vllm.integrations.kubernetes.model_board import (
@@ -36,28 +32,12 @@ from lodestar_vllm.integrations.kubernetes.model_board import (
 )
 from lodestar_vllm.integrations.kubernetes.replica import SharedModelReplica
 from lodestar_vllm.integrations.kubernetes.sharing import ModelRecord, SharingConfig, SharingCore
-from lodestar_vllm.policies.learned.policy import SCHEMA_VERSION, LearnedPolicy
+from tests.k8s.checkpoints import learned_checkpoint
 from tests.k8s.conftest import ApiServer
 from tests.k8s.toy_learner import ToyLearner
 
 ARCHITECTURES = [("default 4x(64,64)", 4, (64, 64)), ("8x(256,256)", 8, (256, 256)),
                  ("8x(512,512)", 8, (512, 512)), ("16x(512,512)", 16, (512, 512))]
-
-
-def learned_checkpoint(heads: int, hidden: tuple[int, ...], seed: int = 0) -> bytes:
-    """A checkpoint in the learned policy's own format with random (incompressible, like trained) weights."""
-    policy = LearnedPolicy(seed=seed)
-    names = policy.features.names
-    rng = np.random.default_rng(seed)
-    sizes = [len(names), *hidden, 1]
-    layers = [(rng.standard_normal((heads, a, b)).astype(np.float32), rng.standard_normal((heads, b)).astype(np.float32))
-              for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
-    model = ModelWeights(mean=np.zeros(len(names)), std=np.ones(len(names)), layers=layers,
-                         lo=np.zeros(len(names)), hi=np.ones(len(names)), version=1, trained_samples=1000)
-    blob = checkpoint.encode(model, schema_version=SCHEMA_VERSION, feature_names=names, gpu_class_rates={},
-                             extra={"objective": "mean"})
-    policy.close()
-    return blob
 
 
 async def publish_latency(server: ApiServer, payload: bytes, reps: int, volume: Path) -> list[float]:

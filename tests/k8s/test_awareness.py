@@ -16,6 +16,10 @@ from lodestar_vllm.integrations.kubernetes.awareness import (
     policy_callables,
 )
 from lodestar_vllm.integrations.kubernetes.backoff import Backoff
+from lodestar_vllm.integrations.kubernetes.model_board import ConfigMapModelBoard
+from lodestar_vllm.integrations.kubernetes.sharing import ModelRecord, SharingCore
+from lodestar_vllm.policies.learned.policy import LearnedPolicy
+from tests.k8s.checkpoints import learned_checkpoint
 from tests.k8s.conftest import ApiServer, wait_until
 from tests.k8s.test_hardware_watcher import node, pod
 from tests.k8s.toy_learner import ToyLearner
@@ -97,3 +101,27 @@ async def test_awareness_runs_hardware_and_sharing_together(apiserver: ApiServer
             await awareness.close()
     with pytest.raises(ValueError):
         KubernetesAwareness(KubernetesOptions(sharing=True), client.ApiClient())
+
+
+async def test_a_learned_policy_follower_hot_loads_a_shared_checkpoint(api: client.ApiClient) -> None:
+    blob = learned_checkpoint(4, (64, 64), seed=1)
+    leader_board = ConfigMapModelBoard(api, "router")
+    assert await leader_board.publish(ModelRecord.of(blob, version=1, replica="router-a", created_at=1.0))
+
+    policy = LearnedPolicy(seed=0)
+    try:
+        assert policy.model is None
+        callables = policy_callables(policy)
+        assert callables.export() == b""  # untrained: nothing to offer yet, and no error either
+        follower = SharingCore("router-b", callables.export, callables.import_,
+                               validation_loss=callables.validation_loss)
+        shared = await ConfigMapModelBoard(api, "router").read_shared()
+        assert follower.adopt(shared) and follower.stats.loads == 1
+        assert policy.model is not None and policy.model.heads == 4
+        # Its own export is now the loaded model, in the same wire format.
+        assert callables.export()[:16] == blob[:16]
+        # A foreign blob is refused by the policy and counted, not raised.
+        assert not follower.adopt(ModelRecord.of(b"not a checkpoint", version=2, replica="x", created_at=2.0))
+        assert follower.stats.refusals == 1
+    finally:
+        policy.close()
