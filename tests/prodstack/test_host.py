@@ -112,7 +112,7 @@ def _bin(name: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("activation", ["launcher", "callbacks"])
+@pytest.mark.parametrize("activation", ["launcher", "callbacks", "patched"])
 def test_real_router_outcomes_for_ok_failed_and_aborted(activation: str, tmp_path: Path) -> None:
     """The stock router process with `learned`: failover after a dead engine, a client abort, status/explain."""
     require_host()
@@ -122,7 +122,15 @@ def test_real_router_outcomes_for_ok_failed_and_aborted(activation: str, tmp_pat
         stock = ["--port", port, "--host", "127.0.0.1", "--service-discovery", "static",
                  "--static-backends", f"{a.url},{b.url},{dead}", "--static-models", "m,m,m",
                  "--max-instance-failover-reroute-attempts", "2", "--engine-stats-interval", "1"]
-        if activation == "launcher":
+        if activation == "patched":
+            from vllm_router.routers import routing_logic
+
+            if not hasattr(routing_logic, "routing_logic_choices"):
+                pytest.skip("installed router lacks patches/0001 (entry-point routing logics)")
+            config = json.dumps({"policy": STUB, "scrape_interval": 0.2})
+            cmd = [_bin("vllm-router"), *stock, "--routing-logic", "learned", "--routing-logic-config", config]
+            env = {}
+        elif activation == "launcher":
             cmd = [_bin("lodestar-vllm-router"), *stock, "--routing-logic", "learned", "--lodestar-policy", STUB,
                    "--lodestar-scrape-interval", "0.2"]
             env = {}

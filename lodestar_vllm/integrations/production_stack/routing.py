@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -71,7 +72,22 @@ class LearnedRouter(_HostRoutingInterface):
             # Patched host: --routing-logic-config carries our settings (over LODESTAR_* variables).
             install_runtime(LodestarRuntime(LodestarSettings.from_sources(config=routing_logic_config)))
         get_runtime()  # create the policy now: a broken configuration stops start-up, loudly
+        self._status_mounted = False
+        host_app = getattr(sys.modules.get("vllm_router.app"), "app", None)
+        if host_app is not None:
+            self._mount_status(host_app)
         self._initialized = True
+
+    def _mount_status(self, app: Any) -> None:
+        # On the patched host nothing else of ours touches the app: mount /lodestar/* on it ourselves.
+        try:
+            from lodestar_vllm.integrations.production_stack.status import mount_status
+
+            mount_status(app)
+            self._status_mounted = True
+        except Exception:
+            logger.exception("lodestar: could not mount /lodestar/status")
+            self._status_mounted = True  # do not retry on every request
 
     def route_request(
         self,
@@ -84,6 +100,8 @@ class LearnedRouter(_HostRoutingInterface):
         try:
             runtime = get_runtime()
             runtime.ensure_started()
+            if not self._status_mounted and hasattr(request, "app"):
+                self._mount_status(request.app)
             return RoutedUrl(runtime.route(endpoints, engine_stats, request, request_json))
         except Exception:
             if not endpoints:
