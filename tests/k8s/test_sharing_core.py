@@ -128,3 +128,40 @@ def test_replicas_converge_and_no_replica_outcomes_are_excluded() -> None:
     # Outcomes from every replica, including followers that never led, are in the shared model.
     for i in range(3):
         assert {f"r{i}-{step}" for step in range(30)} <= shared, f"replica r{i} outcomes missing"
+
+
+class ReencodingLearner:
+    """Like LearnedPolicy: import stamps the load time into the checkpoint, so the bytes change but not the weights."""
+
+    def __init__(self) -> None:
+        self.weights: list[str] = []
+        self.loaded_at = 0
+
+    def export(self) -> bytes:
+        return json.dumps({"w": self.weights, "loaded_at": self.loaded_at}).encode() if self.weights else b""
+
+    def import_(self, payload: bytes) -> bool:
+        self.weights = json.loads(payload)["w"]
+        self.loaded_at += 1
+        return True
+
+
+def test_an_adopted_model_is_not_offered_back_as_a_new_candidate() -> None:
+    learners = [ReencodingLearner(), ReencodingLearner()]
+    learners[0].weights = ["trained-on-a"]
+    cores = [SharingCore(f"r{i}", lr.export, lr.import_, config=FAST) for i, lr in enumerate(learners)]
+    board = LocalBoard()
+    now = 0.0
+    for _ in range(12):  # nobody trains after the first model: versions must settle, not churn
+        now += 1.0
+        for i, core in enumerate(cores):
+            sharing_round(core, board, now, is_leader=(i == 0))
+    assert board.shared is not None and board.shared.version == 1
+    assert learners[1].weights == ["trained-on-a"]
+    assert cores[1].stats.unchanged_candidates >= 1 and cores[1].stats.candidates == 0
+    learners[1].weights = ["trained-on-a", "trained-on-b"]  # b trains: its candidate is new again
+    for _ in range(3):
+        now += 1.0
+        for i, core in enumerate(cores):
+            sharing_round(core, board, now, is_leader=(i == 0))
+    assert board.shared.version == 2 and learners[0].weights == ["trained-on-a", "trained-on-b"]

@@ -80,7 +80,7 @@ class SharingStats:
     refusals: int = 0  # import_ returned False
     import_errors: int = 0  # import_ raised
     candidates: int = 0
-    unchanged_candidates: int = 0  # export gave the same bytes as last time: not re-sent
+    unchanged_candidates: int = 0  # nothing trained since the last candidate or the last adoption: not sent
     export_errors: int = 0
     publishes: int = 0
     publish_conflicts: int = 0  # the board refused a version (another leader got there first)
@@ -113,6 +113,7 @@ class SharingCore:
         self._last_candidate_at = -math.inf
         self._last_publish_at = -math.inf
         self._last_candidate_digest: str | None = None
+        self._echo_digest: str | None = None  # this replica's export right after adopting a shared version
         # Digests this replica exported recently: adopting one of them needs no import.
         self._own_digests: deque[str] = deque(maxlen=8)
 
@@ -138,9 +139,20 @@ class SharingCore:
             return False
         if accepted:
             self.stats.loads += 1
+            self._echo_digest = self._export_digest()
         else:
             self.stats.refusals += 1
         return accepted
+
+    def _export_digest(self) -> str | None:
+        # A learner may re-encode a loaded model with new metadata (load time): the bytes differ, the weights do
+        # not. Remembering that echo keeps replicas from re-offering the shared model as a "new" candidate,
+        # which would otherwise publish identical weights under new versions forever.
+        try:
+            payload = self._export()
+        except Exception:
+            return None
+        return digest_of(payload) if payload else None
 
     # ---- every replica: offer its own model ---------------------------------------------------------------
 
@@ -160,7 +172,7 @@ class SharingCore:
         if not payload:
             return None
         digest = digest_of(payload)
-        if digest == self._last_candidate_digest:
+        if digest in (self._last_candidate_digest, self._echo_digest):
             self.stats.unchanged_candidates += 1
             return None
         loss = _safe_loss(self._validation_loss) if self._validation_loss else None
