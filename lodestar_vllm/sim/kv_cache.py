@@ -109,6 +109,29 @@ class BlockPool:
             ref[b] = 1
             append(b)
 
+    def allocate_and_cache(self, n: int, out: list[int], hashes: Sequence[int], cache_until: int) -> None:
+        """``allocate(n, out)`` that also registers ``hashes[i]`` for each new block ``out[i]`` with
+        ``i < cache_until`` (a prompt's full blocks computed in this step), in one pass."""
+        pop = self._free.popitem
+        ref = self._ref
+        hash_of = self._hash_of
+        cached = self._cached
+        append = out.append
+        i = len(out)
+        for _ in range(n):
+            b = pop(False)[0]
+            old = hash_of[b]
+            if old is not None:
+                del cached[old]
+            ref[b] = 1
+            append(b)
+            if i < cache_until and (h := hashes[i]) not in cached:
+                cached[h] = b
+                hash_of[b] = h
+            elif old is not None:
+                hash_of[b] = None
+            i += 1
+
     def allocate_each(self, owners: Iterable[list[int]]) -> None:
         """Append one fresh block to each list (decoders crossing a block boundary in the same step)."""
         pop = self._free.popitem

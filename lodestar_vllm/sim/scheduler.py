@@ -360,8 +360,13 @@ class Scheduler:
             if hit:
                 pool.touch(hit)
             r.blocks = hit
-            r.num_hashed = len(hit)  # before allocate() appends the new blocks to the same list
-            pool.allocate(new_blocks, hit)
+            if self.prefix_caching:
+                cache_until = min(len(r.block_hashes), (hit_tokens + chunk) // bs)
+                pool.allocate_and_cache(new_blocks, hit, r.block_hashes, cache_until)
+                r.num_hashed = max(len(hit) - new_blocks, cache_until)
+            else:
+                pool.allocate(new_blocks, hit)
+                r.num_hashed = 0
             r.computed = hit_tokens
             if not r.scheduled_once:
                 r.scheduled_once = True
