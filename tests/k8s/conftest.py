@@ -1,6 +1,8 @@
 """A real HTTP Kubernetes API stand-in for the kubernetes-asyncio code: kmock's in-memory emulator, with the
-fixes described in ../shared/docs/kubernetes-testing.md (watch flag spelling, labelSelector) plus PUT as an
-update (the leader-election library replaces its Lease with PUT) and deliberate fault injection.
+fixes described in ../shared/docs/kubernetes-testing.md (watch flag spelling, labelSelector), plus what the code
+under test relies on from a real API server: PUT as an update (the leader-election library replaces its Lease),
+resourceVersion with 409 on a stale write, the 1 MiB ConfigMap cap (422) and 3 MiB bodies; and deliberate
+fault injection and restarts.
 
 Tests talk to it over HTTP with the real client; nothing here mocks the client.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import re
 import socket
@@ -23,6 +26,7 @@ kmock = pytest.importorskip("kmock", reason="kmock (test extra) is needed for th
 kubernetes_asyncio = pytest.importorskip("kubernetes_asyncio", reason="kubernetes-asyncio (k8s extra) absent")
 
 import aiohttp.web  # noqa: E402  (after the skips: only meaningful when kmock is installed)
+from kmock._internal import parsing as kmock_parsing  # noqa: E402  (its URL parser: the same reading of paths)
 from kubernetes_asyncio import client  # noqa: E402
 
 _SELECTOR_TERM = re.compile(r"^\s*(!?)([A-Za-z0-9./_-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*))?\s*$")
@@ -74,6 +78,8 @@ class FaultyKubernetesEmulator(kmock.KubernetesEmulator):
         self.failed_requests = 0
         # (method, path, is_watch) of every request as the client sent it: the RBAC test maps them to verbs.
         self.calls: list[tuple[str, str, bool]] = []
+        self._write_lock = asyncio.Lock()
+        self._resource_versions = itertools.count(1)
 
     def inject_errors(
         self, count: int, status: int = 500, predicate: Callable[[aiohttp.web.BaseRequest], bool] | None = None
@@ -89,16 +95,48 @@ class FaultyKubernetesEmulator(kmock.KubernetesEmulator):
                 fault.remaining -= 1
                 self.failed_requests += 1
                 await raw_request.read()
-                return aiohttp.web.json_response(
-                    {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": fault.status,
-                     "reason": "InjectedFault", "message": "fault injected by the test"},
-                    status=fault.status,
-                )
+                return _status(fault.status, "InjectedFault", "fault injected by the test")
         request = _normalised(raw_request)  # before any read: aiohttp cannot clone a request it has read
         too_large = await _configmap_too_large(request)
         if too_large is not None:
             return too_large
-        return await super().__call__(request)
+        if raw_request.method not in ("POST", "PUT", "PATCH"):
+            return await super().__call__(request)
+        # Writes are serialised so that the resourceVersion check and the write are one step, as in etcd.
+        async with self._write_lock:
+            key, body = await self._object_key(raw_request.method, request)
+            if key is not None and self._stale(key, body):
+                return _status(409, "Conflict", "the object has been modified; please apply your changes to "
+                                                "the latest version and try again")
+            response = await super().__call__(request)
+            if key is not None and 200 <= response.status < 300:
+                self._bump_resource_version(key)
+            return response
+
+    async def _object_key(self, method: str, request: aiohttp.web.BaseRequest) -> tuple[Any, dict[str, Any]]:
+        parsed = kmock_parsing.parse_path(request.path)
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError:
+            return None, {}
+        name = parsed.name if method != "POST" else (body.get("metadata") or {}).get("name")
+        if parsed.group is None or not parsed.plural or not name or not isinstance(body, dict):
+            return None, {}
+        namespace = parsed.namespace or (body.get("metadata") or {}).get("namespace")
+        resource = kmock.resource(group=parsed.group, version=parsed.version, plural=parsed.plural)
+        return (resource, namespace, name), body
+
+    def _stale(self, key: Any, body: dict[str, Any]) -> bool:
+        """kmock keeps no resourceVersion; a real API server refuses a write carrying an outdated one."""
+        sent = (body.get("metadata") or {}).get("resourceVersion")
+        if not sent or key not in self.objects or self.objects[key].deleted:
+            return False
+        current = (self.objects[key].get("metadata") or {}).get("resourceVersion")
+        return current is not None and str(current) != str(sent)
+
+    def _bump_resource_version(self, key: Any) -> None:
+        if key in self.objects and not self.objects[key].deleted:
+            self.objects[key].patch({"metadata": {"resourceVersion": str(next(self._resource_versions))}})
 
     async def _serve_list(self, request: Any) -> Any:
         result = await super()._serve_list(request)
@@ -134,6 +172,14 @@ async def _configmap_too_large(raw_request: aiohttp.web.BaseRequest) -> aiohttp.
         {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 422, "reason": "Invalid",
          "message": f"ConfigMap is invalid: []: Too long: must have at most {CONFIGMAP_LIMIT_BYTES} bytes"},
         status=422,
+    )
+
+
+def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
+    return aiohttp.web.json_response(
+        {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason,
+         "message": message},
+        status=code,
     )
 
 

@@ -3,6 +3,7 @@ ConfigMap publishing, followers hot-loading, the 1 MiB ConfigMap cap, API errors
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -187,6 +188,23 @@ async def test_versions_only_move_forward_and_corrupt_records_are_skipped(api: c
     with pytest.raises(CorruptRecord):
         await board.read_shared()
     assert board.stats.corrupt == 1
+
+
+async def test_concurrent_leaders_cannot_both_publish_a_version(apiserver: ApiServer) -> None:
+    # Split brain for a moment (an old leader past its deadline, a new one just elected): both read v1 and
+    # write v2. The resourceVersion read with v1 makes the slower write fail with 409 instead of overwriting.
+    async with apiserver.api_client() as one, apiserver.api_client() as two:
+        first, second = ConfigMapModelBoard(one, NS), ConfigMapModelBoard(two, NS)
+        assert await first.publish(ModelRecord.of(b"v1", version=1, replica="a", created_at=1.0))
+        results = await asyncio.gather(
+            first.publish(ModelRecord.of(b"v2-from-a", version=2, replica="a", created_at=2.0)),
+            second.publish(ModelRecord.of(b"v2-from-b", version=2, replica="b", created_at=2.0)),
+        )
+        assert sorted(results) == [False, True]
+        assert first.stats.conflicts + second.stats.conflicts == 1
+        stored = await first.read_shared()
+        winner = "a" if results[0] else "b"
+        assert stored is not None and stored.version == 2 and stored.replica == winner
 
 
 async def test_api_errors_and_restart_are_survived(apiserver: ApiServer) -> None:
