@@ -52,7 +52,7 @@ async def test_sync_and_awaited_calls_return_a_candidate_and_build_the_request()
     assert url2 in URLS and type(url2) is str
     (info1, views1), (info2, _) = runtime.policy.routes
     assert (info1.request_id, info1.model, info1.prompt_text, info1.max_tokens) == ("r1", "m", "hello world", 5)
-    assert info2.prompt_text == "hi" and info2.request_id != "r1"  # second attempt under the same id
+    assert info2.prompt_text == "<|user|>\nhi\n" and info2.request_id != "r1"  # second attempt under the same id
     assert [v.url for v in views1] == URLS
     # Routed twice in one context without a dispatch in between: the first decision never ran.
     assert runtime.tracker.counts()["pending"] == 1

@@ -29,17 +29,19 @@ def prompt_text(body: Mapping[str, Any]) -> str:
         return prompt[:MAX_PROMPT_CHARS]
     if isinstance(prompt, list):
         return "".join(p for p in prompt if isinstance(p, str))[:MAX_PROMPT_CHARS]
-    parts: list[str] = []
     messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if not isinstance(message, Mapping):
-                continue
-            content = message.get("content")
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):  # multi-part content: keep the text parts
-                parts.extend(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    if not isinstance(messages, list):
+        return ""
+    # Role-tagged turns, like a chat template renders them: the router never sees the engine's template, but
+    # turn boundaries and roles belong to the prefix (two chats with equal contents in different roles differ).
+    parts: list[str] = []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):  # multi-part content: keep the text parts
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+        parts.append(f"<|{message.get('role', 'user')}|>\n{content if isinstance(content, str) else ''}\n")
     return "".join(parts)[:MAX_PROMPT_CHARS]
 
 
