@@ -163,3 +163,18 @@ def test_custom_policy_by_module_path() -> None:
     assert isinstance(runtime.policy, StubPolicy) and runtime.policy.seed == 4
     with pytest.raises(ValueError, match="unknown policy"):
         LodestarRuntime(LodestarSettings(policy="no-such-policy"))
+
+
+def test_learned_policy_trains_in_the_background_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LODESTAR_TRAINER_MODE", raising=False)
+    runtime = LodestarRuntime(LodestarSettings(policy="learned"))
+    try:
+        assert runtime.policy.config.trainer_mode == "background"  # never inline on the router's event loop
+    finally:
+        runtime.policy.close()
+    monkeypatch.setenv("LODESTAR_FIRST_FIT_SAMPLES", "50")
+    runtime = LodestarRuntime(LodestarSettings(policy="learned", policy_options={"trainer_mode": "off"}))
+    try:
+        assert (runtime.policy.config.trainer_mode, runtime.policy.config.first_fit_samples) == ("off", 50)
+    finally:
+        runtime.policy.close()

@@ -16,6 +16,7 @@ from collections import ChainMap, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from lodestar_vllm.core.config import LearnedConfig
 from lodestar_vllm.core.types import Decision, DecisionPath, HardwareInfo, InstanceView, RequestInfo
 from lodestar_vllm.integrations.production_stack import checkpoint
 from lodestar_vllm.integrations.production_stack.lifecycle import Attempt, LifecycleTracker
@@ -267,9 +268,18 @@ def kubernetes_requested(env: Mapping[str, str] | None = None) -> bool:
     return any(key.startswith("LODESTAR_K8S_") and value for key, value in env.items())
 
 
+LEARNED_POLICIES = ("learned", "learned-shadow")
+
+
 def make_policy(settings: LodestarSettings) -> RoutingPolicy:
     """A registry name (``learned``, ``least-request``...) or ``package.module:Factory`` for custom policies."""
     options = dict(settings.policy_options)
+    if settings.policy in LEARNED_POLICIES:
+        # In a router, training must never run on the event loop: background trainer unless told otherwise.
+        # LODESTAR_<FIELD> variables (LearnedConfig.from_env) apply on top; --lodestar-policy-options win.
+        config = LearnedConfig.from_env(base={"trainer_mode": "background"}).to_dict()
+        config.update(options)
+        return create_policy(settings.policy, seed=settings.seed, config=config)
     if ":" not in settings.policy:
         return create_policy(settings.policy, seed=settings.seed, **options)
     module_name, _, attr = settings.policy.partition(":")
