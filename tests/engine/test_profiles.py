@@ -42,6 +42,13 @@ def test_kv_bytes_per_token() -> None:
     assert get_profile("cpu", "tiny").kv_bytes_per_token == 2048  # 16 MiB = 8192 tokens (real-vllm-cpu.md)
 
 
+def test_cpu_kv_cache_is_a_fixed_space() -> None:
+    tiny = get_profile("cpu", "tiny")
+    assert num_gpu_blocks(tiny, default_engine_config("cpu")) == 4 * GIB // (2048 * 128)
+    assert num_gpu_blocks(tiny, default_engine_config("cpu", gpu_memory_utilization=0.5)) == 16384
+    assert num_gpu_blocks(tiny, default_engine_config("cpu", num_gpu_blocks=64)) == 64
+
+
 def test_capacity_is_memory_minus_weights_and_reserve_over_block_bytes() -> None:
     profile = get_profile("A100-80GB", "llama-3.1-8b")
     config = EngineConfig(gpu_memory_utilization=0.9, max_num_batched_tokens=2048)
