@@ -41,8 +41,8 @@ def best_heuristic(policies: Mapping[str, Mapping[str, Any]], key: str) -> str |
 
 
 def results_table(policies: Mapping[str, Mapping[str, Any]]) -> str:
-    header = "| policy | " + " | ".join(c[1] for c in COLUMNS) + " | wall s |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    header = "| policy | " + " | ".join(c[1] for c in COLUMNS) + " | wall s | cpu s |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
     best: dict[str, float] = {}
     for key, _h, lower, _f in COLUMNS:
         vals = [v[key] for v in policies.values() if v.get(key) is not None]
@@ -55,7 +55,7 @@ def results_table(policies: Mapping[str, Mapping[str, Any]]) -> str:
             if res.get(key) is not None and key in best and res[key] == best[key] and len(policies) > 1:
                 text = f"**{text}**"
             cells.append(text)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(res.get('wall_s'), '{:.1f}')} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(res.get('wall_s'), '{:.1f}')} | {_fmt(res.get('cpu_s'), '{:.1f}')} |")
     return "\n".join(lines)
 
 

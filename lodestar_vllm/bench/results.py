@@ -24,8 +24,8 @@ TIMELINE_WINDOW_S = 30.0
 POLICY_KEYS = (
     "ttft_mean_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "e2e_mean_s", "e2e_p99_s", "tpot_mean_s",
     "throughput_tok_s", "prefix_hit_rate", "preemptions", "requests", "completed", "failed",
-    "per_instance_share", "decision_paths", "ttft_first_60s_mean_s", "ttft_cdf", "timeline", "wall_s", "virtual_s", "engine_steps", "policy_errors", "shares",
-    "policy_stats",
+    "per_instance_share", "decision_paths", "ttft_first_60s_mean_s", "ttft_cdf", "timeline", "wall_s",
+    "cpu_s", "virtual_s", "engine_steps", "policy_errors", "shares", "policy_stats",
 )
 
 

@@ -92,12 +92,15 @@ def run_policy(scenario: Scenario, name: str, options: RunOptions | None = None)
         bar = tqdm(total=len(requests), desc=f"{name:>20}", unit="req", position=options.progress_position,
                    leave=True, mininterval=0.5, file=sys.stderr, dynamic_ncols=True)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     try:
         result = sim.run(policies, progress=bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - started
+    # CPU seconds of this process: on a shared box wall time also counts other people's work.
+    extras["cpu_s"] = time.process_time() - cpu_started
     stats = _policy_stats(policies[0])
     if options.save_checkpoint and hasattr(policies[0], "save_checkpoint"):
         Path(options.save_checkpoint).parent.mkdir(parents=True, exist_ok=True)

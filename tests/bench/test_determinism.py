@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _fingerprint(doc: dict) -> str:
-    pols = {name: {k: v for k, v in res.items() if k != "wall_s"} for name, res in doc["policies"].items()}
+    pols = {name: {k: v for k, v in res.items() if k not in ("wall_s", "cpu_s")} for name, res in doc["policies"].items()}
     return json.dumps(pols, sort_keys=True)
 
 
