@@ -50,7 +50,9 @@ class LearnedConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
-    train_steps: int = 250
+    train_steps: int = 300
+    # Refits start from the current weights, so they need fewer steps.
+    warm_train_steps: int = 100
     # --- trainer ------------------------------------------------------------------------------------------
     trainer_mode: str = "inline"
     first_fit_samples: int = 200
@@ -89,7 +91,9 @@ class LearnedConfig:
     # A randomised control arm: this fraction of trusted-model requests is routed by the fallback, so the
     # model arm can be compared with the fallback under the same load.
     guardrail_control_fraction: float = 0.05
-    guardrail_window: int = 400
+    # Model-arm samples needed in the control arm's time span before the guardrail judges.
+    guardrail_window: int = 200
+    guardrail_control_samples: int = 60
     guardrail_margin: float = 0.3
     guardrail_cooldown_s: float = 60.0
     # --- misc ---------------------------------------------------------------------------------------------
@@ -105,7 +109,7 @@ class LearnedConfig:
         if self.trainer_mode not in TRAINER_MODES:
             raise ValueError(f"trainer_mode must be one of {TRAINER_MODES}, got {self.trainer_mode!r}")
         positive = ("index_block_tokens", "index_default_capacity_blocks", "index_max_total_blocks",
-                    "ledger_max_records", "explain_ring_size", "ensemble", "batch_size", "train_steps",
+                    "ledger_max_records", "explain_ring_size", "ensemble", "batch_size", "train_steps", "warm_train_steps",
                     "first_fit_samples", "refit_every_samples", "recent_window", "guard_candidates",
                     "guardrail_window", "guard_window", "replay_per_bucket")
         for name in positive:

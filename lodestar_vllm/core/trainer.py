@@ -163,7 +163,7 @@ class OnlineTrainer:
         try:
             candidate = self.fit_fn(
                 x_tr, y_tr, objective=cfg.objective, hidden=tuple(cfg.hidden), heads=cfg.ensemble,
-                steps=cfg.train_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                steps=cfg.train_steps if current is None else cfg.warm_train_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                 weight_decay=cfg.weight_decay, seed=self.seed * 1_000_003 + run, quantile=cfg.quantile,
                 init=current)
         except Exception as exc:  # a broken fit must never take routing down

@@ -39,20 +39,32 @@ def test_metrics_created_once_and_safe_to_reimport() -> None:
 
 
 def test_guardrail_trips_when_model_arm_is_worse_and_recovers() -> None:
-    rail = Guardrail(window=40, margin=0.25, cooldown_s=10.0)
+    rail = Guardrail(window=40, margin=0.25, cooldown_s=10.0, control_samples=30)
     for i in range(30):
-        assert not rail.observe(1.0, control=True, now=float(i), model_version=1)
-    tripped = [rail.observe(1.6, control=False, now=float(i), model_version=1) for i in range(40)]
+        assert not rail.observe(1.0, control=True, now=float(i) / 10, model_version=1)
+    tripped = [rail.observe(1.6, control=False, now=3.0 + i / 100, model_version=1) for i in range(128)]
     assert tripped[-1] and not any(tripped[:-1]) and rail.active and rail.trips == 1
-    assert not rail.maybe_recover(now=45.0, model_version=2)  # a newer model, but the cooldown runs
-    assert not rail.maybe_recover(now=52.0, model_version=1)  # cooldown passed, but no newer model yet
-    assert rail.maybe_recover(now=52.0, model_version=2) and not rail.active
+    trip_time = rail.tripped_at
+    assert not rail.maybe_recover(now=trip_time + 5, model_version=2)  # a newer model, but the cooldown runs
+    assert not rail.maybe_recover(now=trip_time + 12, model_version=1)  # cooldown passed, no newer model yet
+    assert rail.maybe_recover(now=trip_time + 12, model_version=2) and not rail.active
     # A model arm within the margin of the control arm never trips.
-    for i in range(200):
-        assert not rail.observe(1.1, control=False, now=60.0 + i, model_version=2)
+    for i in range(500):
+        assert not rail.observe(1.1, control=False, now=20.0 + i / 100, model_version=2)
+
+
+def test_guardrail_compares_the_same_period_only() -> None:
+    rail = Guardrail(window=40, margin=0.25, cooldown_s=10.0, control_samples=30)
+    # A burst of slow model-arm requests long before the control samples does not count against the model.
+    for i in range(300):
+        rail.observe(10.0, control=False, now=float(i) / 100, model_version=1)
+    for i in range(30):
+        rail.observe(1.0, control=True, now=100.0 + i, model_version=1)
+    assert not any(rail.observe(1.05, control=False, now=100.0 + i / 10, model_version=1) for i in range(300))
+    assert not rail.active
 
 
 def test_guardrail_needs_a_control_arm_before_judging() -> None:
     rail = Guardrail(window=10, margin=0.1, cooldown_s=1.0)
-    assert not any(rail.observe(100.0, control=False, now=float(i), model_version=1) for i in range(100))
+    assert not any(rail.observe(100.0, control=False, now=float(i), model_version=1) for i in range(500))
     assert not rail.active

@@ -9,6 +9,7 @@ import numpy as np
 from lodestar_vllm.core.types import DecisionPath, EngineMetrics, InstanceView, RequestInfo
 from lodestar_vllm.policies.learned import LearnedPolicy
 from lodestar_vllm.policies.registry import create_policy, policy_names
+from lodestar_vllm.tokenizer import text_for_tokens
 from tests.learned.conftest import FAST, ToyFleet, drive
 
 
@@ -39,14 +40,20 @@ def test_learns_then_routes_by_model_and_predicts_speed(fleet: ToyFleet) -> None
     assert status["model"] is not None and status["trainer"]["accepted"] >= 1
     late_paths = [p for _, p, _ in results[-100:]]
     assert late_paths.count("model") + late_paths.count("exploration") >= 80
-    # The model has learned that the L4-class engines are slower for the same uncached work.
-    req, _ = fleet.request()
+    # The router learned (without labels or profiles) that the H100 engines are faster than its prior.
+    # An idle fleet and a prefix nobody has cached: only the engines' speed differs.
+    fleet.now += 60.0
+    fleet._prefix[99] = text_for_tokens(1024, seed=4242)
+    req, _ = fleet.request(group=99)
     policy.route(req, fleet.views(), fleet.now)
     cands = {c["url"]: c for c in policy.explain(req.request_id)["candidates"]}
-    fast = [cands[e.url]["predicted_ttft_s"] for e in fleet.engines[:2] if cands[e.url]["matched_tokens"] == 0]
-    slow = [cands[e.url]["predicted_ttft_s"] for e in fleet.engines[2:] if cands[e.url]["matched_tokens"] == 0]
-    if fast and slow:
-        assert min(slow) > max(fast)
+    assert all(c["matched_tokens"] == 0 for c in cands.values())
+    fast = [cands[e.url]["analytic_ttft_s"] for e in fleet.engines[:2]]
+    slow = [cands[e.url]["analytic_ttft_s"] for e in fleet.engines[2:]]
+    assert min(slow) > 1.5 * max(fast)
+    assert status["rates"]["per_class"]["H100"]["prefill_tokens_per_s"] > policy.config.prior_prefill_tokens_per_s
+    # And the engine it picks is a fast one.
+    assert policy.explain(req.request_id)["chosen"] in {e.url for e in fleet.engines[:2]}
     # Prediction error shrinks to something useful on this easy fleet.
     assert status["recent_accuracy"]["mean_abs_log_ratio"] < 0.7
 

@@ -119,7 +119,8 @@ class LearnedPolicy(RoutingPolicy):
         self.trainer = OnlineTrainer(cfg, seed=seed, on_result=self._on_fit)
         self.guard = LocalityGuard(cfg.guard_kv_threshold, cfg.guard_candidates, cfg.guard_hot_count,
                                    cfg.guard_window)
-        self.guardrail = Guardrail(cfg.guardrail_window, cfg.guardrail_margin, cfg.guardrail_cooldown_s)
+        self.guardrail = Guardrail(cfg.guardrail_window, cfg.guardrail_margin, cfg.guardrail_cooldown_s,
+                                   cfg.guardrail_control_samples)
         self.shadow = cfg.shadow
         self._m_paths = {p: self.metrics.decisions.labels(path=p) for p in [*DecisionPath, SHADOW]}
         self._m_fallback: dict[str, Any] = {}
