@@ -5,7 +5,7 @@
 3. the request-path hardware lookup cost with 1000 engine pods;
 4. API-server load of model sharing: requests per replica per minute in steady state.
 
-    .venv/bin/python -m tests.k8s.measure_sharing [--reps 20] [--seconds 12]
+    .venv/bin/python -m tests.k8s.measure_sharing [--reps 20] [--seconds 12] [--plot sharing.png]
 
 Loopback HTTP on a shared box: the latencies bound the transport cost, not a production API server's.
 """
@@ -129,7 +129,27 @@ async def lookup_cost(pods: int = 1000) -> float:
     return seconds / n * 1e9
 
 
-async def main(reps: int, seconds: float) -> int:
+def plot_latency(points: list[tuple[str, int, list[float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = [size / 1e6 for _, size, _ in points]
+    ax.boxplot([[x * 1e3 for x in lat] for _, _, lat in points], positions=sizes,
+               widths=[max(0.3, s * 0.08) for s in sizes], manage_ticks=False)
+    ax.plot(sizes, [statistics.median(lat) * 1e3 for _, _, lat in points], "o-", label="median")
+    ax.axvline(DEFAULT_MAX_INLINE_BYTES / 1e6, color="grey", linestyle="--", label="ConfigMap inline budget")
+    ax.set_xlabel("checkpoint size (MB)")
+    ax.set_ylabel("publish -> follower adopted (ms)")
+    ax.set_title("Model sharing over the API stand-in (loopback)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+async def main(reps: int, seconds: float, plot: Path | None) -> int:
     # The leader-election library logs every lost create race with a traceback: expected here, not news.
     logging.getLogger("kubernetes_asyncio.leaderelection").setLevel(logging.CRITICAL)
     logging.getLogger("lodestar_vllm").setLevel(logging.ERROR)
@@ -153,9 +173,11 @@ async def main(reps: int, seconds: float) -> int:
         print(f"2/4 publish -> adopt latency ({reps} reps per size)", file=sys.stderr)
         print("\n| payload | bytes | median ms | p95 ms | max ms |")
         print("|---|---:|---:|---:|---:|")
+        points = []
         with tempfile.TemporaryDirectory() as volume:
             for label in blobs:
                 lat = sorted(await publish_latency(server, blobs[label], reps, Path(volume)))
+                points.append((label, len(blobs[label]), lat))
                 p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))]
                 print(f"| {label} | {len(blobs[label]):,} | {statistics.median(lat) * 1e3:.1f} | "
                       f"{p95 * 1e3:.1f} | {lat[-1] * 1e3:.1f} |", flush=True)
@@ -176,6 +198,9 @@ async def main(reps: int, seconds: float) -> int:
           f"{per_interval * 2 + per_retry * 30:.0f} requests per replica per minute")
     print("4/4 request-path lookup", file=sys.stderr)
     print(f"\ndescriptor_for with 1000 engine pods: {await lookup_cost():.0f} ns per lookup")
+    if plot is not None:
+        plot_latency(points, plot)
+        print(f"plot: {plot}")
     return 0
 
 
@@ -183,7 +208,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--plot", type=Path, default=None, help="write the latency-vs-size plot (PNG) here")
     arguments = parser.parse_args()
     if arguments.reps < 1 or arguments.seconds <= 0:
         parser.error("--reps must be >= 1 and --seconds > 0")
-    raise SystemExit(asyncio.run(main(arguments.reps, arguments.seconds)))
+    raise SystemExit(asyncio.run(main(arguments.reps, arguments.seconds, arguments.plot)))

@@ -90,12 +90,22 @@ async def test_pods_and_nodes_appear_change_and_disappear(
     await wait_until(lambda: watcher.descriptor_for("http://10.1.0.9:8000") is not None, what="the new pod IP")
     assert watcher.descriptor_for(url) is None
 
+    # A finished pod gives up its IP, which the cluster may hand to a new engine on another node.
+    await core.create_node(node("gpu-b", "NVIDIA-L4"))
+    await core.patch_namespaced_pod("engine-a", NS, {"status": {"phase": "Failed"}})
+    await wait_until(lambda: watcher.descriptor_for("http://10.1.0.9:8000") is None, what="the failed pod's IP")
+    await core.create_namespaced_pod(NS, pod("engine-new", "10.1.0.9", "gpu-b"))
+    await wait_until(lambda: (watcher.descriptor_for("http://10.1.0.9:8000") or HardwareInfo()).gpu_class == "L4",
+                     what="the IP to belong to the new engine")
+    await core.patch_namespaced_pod("engine-a", NS, {"metadata": {"annotations": {"late": "update"}}})
+    await core.delete_namespaced_pod("engine-new", NS)
+
     # A pod without our label is not an engine of ours.
     await core.create_namespaced_pod(NS, pod("other", "10.1.0.6", "gpu-a", labels={"app": "web"}))
     await core.delete_namespaced_pod("engine-a", NS)
-    await wait_until(lambda: watcher.descriptor_for("http://10.1.0.9:8000") is None, what="the pod deletion")
+    await wait_until(lambda: watcher.known_pods == 0, what="the pod deletions")
+    assert watcher.descriptor_for("http://10.1.0.9:8000") is None
     assert watcher.descriptor_for("http://10.1.0.6:8000") is None
-    assert watcher.known_pods == 0
 
     # A node that disappears takes its GPU facts with it; the pod-level facts remain.
     await core.create_namespaced_pod(NS, pod("engine-b", "10.1.0.7", "gpu-a", args=["-tp", "4"], gpus=4))

@@ -94,6 +94,7 @@ class PodFacts:
     node_name: str | None
     gpu_limit: int | None  # summed over containers; None when no container names the resource
     tensor_parallel: int | None  # from vLLM's command line when present
+    terminated: bool = False  # Succeeded/Failed: its IP may already belong to another pod
 
 
 def node_gpu_facts(labels: Mapping[str, str] | None) -> NodeGpuFacts:
@@ -143,6 +144,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts | None:
         node_name=spec.get("nodeName") or None,
         gpu_limit=sum(named) if named else None,
         tensor_parallel=tp,
+        terminated=status.get("phase") in ("Succeeded", "Failed"),
     )
 
 

@@ -266,8 +266,10 @@ class HardwareWatcher:
             del self._by_ip[old.pod_ip]
         self._pods[key] = facts
         self._by_pod[key] = self._describe(facts)
-        if facts.pod_ip:
+        if facts.pod_ip and not facts.terminated:
             self._by_ip[facts.pod_ip] = key
+        elif facts.pod_ip and self._by_ip.get(facts.pod_ip) == key:
+            del self._by_ip[facts.pod_ip]
 
     def _forget_pod(self, key: PodKey) -> None:
         facts = self._pods.pop(key, None)
