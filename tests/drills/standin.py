@@ -57,7 +57,7 @@ class StandInState:
 
 def build_standin(endpoints: Sequence[Endpoint], failover_attempts: int = 1) -> tuple[FastAPI, StandInState]:
     state = StandInState(list(endpoints), failover_attempts)
-    client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0),
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0),
                                limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200))
 
     async def process_request(request: Any, body: bytes, backend_url: str, request_id: str,
