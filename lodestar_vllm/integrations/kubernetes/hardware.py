@@ -148,38 +148,43 @@ class HardwareWatcher:
     ) -> None:
         function, args, kwargs = call
         backoff = self._new_backoff()
+        loop = asyncio.get_running_loop()
+        gone_in_a_row = 0
         while True:
             try:
                 listing = await _as_json(
                     function(*args, **kwargs, _preload_content=False, _request_timeout=self._request_timeout_s)
                 )
-                items = _items(listing)
-                apply("SYNC", {"items": items})
+                apply("SYNC", {"items": _items(listing)})
                 stats.lists += 1
-                backoff.reset()
                 resource_version = (listing.get("metadata") or {}).get("resourceVersion")
+                started = loop.time()
                 await self._watch(function, args, kwargs, apply, stats, resource_version)
                 stats.watch_restarts += 1
+                gone_in_a_row = 0
+                if loop.time() - started < 1.0:
+                    # A watch that ends at once, again and again, must not become a busy list loop.
+                    await asyncio.sleep(backoff.next_delay())
+                else:
+                    backoff.reset()
             except asyncio.CancelledError:
                 raise
             except ApiException as error:
-                if error.status == 410:  # the list is too old to watch from: list again at once
+                if error.status == 410:
+                    # Our list is too old to watch from (etcd compaction): list again, at once the first time.
                     stats.watch_restarts += 1
+                    gone_in_a_row += 1
+                    await asyncio.sleep(0 if gone_in_a_row == 1 else backoff.next_delay())
                     continue
-                stats.errors += 1
-                delay = backoff.next_delay()
-                log.warning("kubernetes %s watch: API error %s; retrying in %.1f s", kind, error.status, delay)
-                await asyncio.sleep(delay)
-            except (TimeoutError, ConnectionError) as error:
-                stats.errors += 1
-                delay = backoff.next_delay()
-                log.warning("kubernetes %s watch: %r; retrying in %.1f s", kind, error, delay)
-                await asyncio.sleep(delay)
+                await self._back_off(kind, stats, backoff, f"API error {error.status}")
             except Exception as error:  # a watcher must outlive anything the API or the network does
-                stats.errors += 1
-                delay = backoff.next_delay()
-                log.warning("kubernetes %s watch failed: %r; retrying in %.1f s", kind, error, delay)
-                await asyncio.sleep(delay)
+                await self._back_off(kind, stats, backoff, repr(error))
+
+    async def _back_off(self, kind: str, stats: WatcherStats, backoff: Backoff, what: str) -> None:
+        stats.errors += 1
+        delay = backoff.next_delay()
+        log.warning("kubernetes %s watch: %s; retrying in %.1f s", kind, what, delay)
+        await asyncio.sleep(delay)
 
     async def _watch(
         self,
