@@ -8,8 +8,8 @@ reused first, as vLLM does. Only FULL prompt blocks carry a hash (their chain ha
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Sequence
 
 from lodestar_vllm.sim.cluster_spec import EngineConfig
 from lodestar_vllm.sim.profiles import GIB, EngineProfile
@@ -45,28 +45,45 @@ def num_gpu_blocks(profile: EngineProfile, config: EngineConfig) -> int:
 
 
 class BlockPool:
-    __slots__ = ("num_blocks", "_ref", "_hash_of", "_cached", "_free")
+    """The free queue is a deque with lazy deletion, the rest plain dicts and sets, so that the hot paths
+    run as C loops (an OrderedDict costs ~10x a deque per block here).
+
+    A block is in use when it is in ``_in_use`` (``_shared`` holds the reference count when it is 2 or more)
+    and free otherwise. Freeing appends to ``_fifo``; allocation pops from its head. A prefix hit on a free
+    block takes it out of the free set at once but leaves its queue entry behind, counted in ``_stale``: the
+    block's entries before its latest one are all stale, so an entry popped while its block has stale entries
+    is skipped. ``_hash_of`` is exactly the inverse of ``_cached``."""
+
+    __slots__ = ("num_blocks", "_fifo", "_stale", "_num_free", "_in_use", "_shared", "_cached", "_hash_of")
 
     def __init__(self, num_blocks: int) -> None:
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         self.num_blocks = num_blocks
-        self._ref = [0] * num_blocks
-        self._hash_of: list[int | None] = [None] * num_blocks
+        self._fifo: deque[int] = deque(range(num_blocks))  # head: next to evict
+        self._stale: dict[int, int] = {}  # block -> queue entries of it that are no longer valid
+        self._num_free = num_blocks
+        self._in_use: set[int] = set()
+        self._shared: dict[int, int] = {}  # block -> reference count, for counts >= 2
         self._cached: dict[int, int] = {}  # chain hash -> block
-        self._free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self._hash_of: dict[int, int] = {}  # block -> chain hash
 
     @property
     def num_free(self) -> int:
         """Free blocks, cached ones included (they are evictable): vLLM's usage is 1 - free / total."""
-        return len(self._free)
+        return self._num_free
 
     @property
     def num_cached(self) -> int:
         return len(self._cached)
 
     def usage(self) -> float:
-        return 1.0 - len(self._free) / self.num_blocks
+        return 1.0 - self._num_free / self.num_blocks
+
+    def ref_count(self, block: int) -> int:
+        if block not in self._in_use:
+            return 0
+        return self._shared.get(block, 1)
 
     def match_prefix(self, block_hashes: Sequence[int], max_blocks: int) -> list[int]:
         """Blocks holding the longest cached chain of ``block_hashes`` (at most ``max_blocks``); no mutation."""
@@ -80,116 +97,138 @@ class BlockPool:
         return out
 
     def count_free_among(self, blocks: Sequence[int]) -> int:
-        ref = self._ref
-        return sum(1 for b in blocks if ref[b] == 0)
+        in_use = self._in_use
+        return sum(1 for b in blocks if b not in in_use)
 
     def touch(self, blocks: Sequence[int]) -> None:
         """Take a reference on prefix-hit blocks (a free cached block leaves the free queue)."""
-        ref = self._ref
-        free = self._free
+        in_use = self._in_use
+        shared = self._shared
+        stale = self._stale
         for b in blocks:
-            if ref[b] == 0:
-                del free[b]
-            ref[b] += 1
+            if b in in_use:
+                shared[b] = shared.get(b, 1) + 1
+            else:
+                in_use.add(b)
+                stale[b] = stale.get(b, 0) + 1
+                self._num_free -= 1
+        if len(self._fifo) > 2 * self.num_blocks:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the stale queue entries (amortised: only after num_blocks prefix hits on free blocks)."""
+        stale = self._stale
+        kept = []
+        for b in self._fifo:
+            c = stale.get(b)
+            if c:
+                if c == 1:
+                    del stale[b]
+                else:
+                    stale[b] = c - 1
+            else:
+                kept.append(b)
+        self._fifo = deque(kept)
+
+    def _take(self, n: int) -> list[int]:
+        """Pop the ``n`` least recently freed blocks, evicting their cached hashes, and mark them in use."""
+        popleft = self._fifo.popleft
+        stale = self._stale
+        if not stale:
+            got = [popleft() for _ in range(n)]
+        else:
+            got = []
+            while len(got) < n:
+                b = popleft()
+                c = stale.get(b)
+                if c:
+                    if c == 1:
+                        del stale[b]
+                    else:
+                        stale[b] = c - 1
+                else:
+                    got.append(b)
+        self._num_free -= n
+        self._in_use.update(got)
+        hash_of = self._hash_of
+        if hash_of:
+            cached = self._cached
+            for b in [b for b in got if b in hash_of]:
+                del cached[hash_of.pop(b)]
+        return got
 
     def allocate(self, n: int, out: list[int]) -> None:
         """Append ``n`` fresh blocks to ``out``, evicting the least recently freed cached ones. The caller
         checks ``num_free`` first: allocation is all-or-nothing at the scheduler level."""
-        if n <= 0:
-            return
-        pop = self._free.popitem
-        ref = self._ref
-        hash_of = self._hash_of
-        cached = self._cached
-        append = out.append
-        for _ in range(n):
-            b = pop(False)[0]
-            h = hash_of[b]
-            if h is not None:  # invariant: hash_of[b] == h exactly when cached[h] == b
-                del cached[h]
-                hash_of[b] = None
-            ref[b] = 1
-            append(b)
+        if n > 0:
+            out += self._take(n)
 
     def allocate_and_cache(self, n: int, out: list[int], hashes: Sequence[int], cache_until: int) -> None:
         """``allocate(n, out)`` that also registers ``hashes[i]`` for each new block ``out[i]`` with
-        ``i < cache_until`` (a prompt's full blocks computed in this step), in one pass."""
-        pop = self._free.popitem
-        ref = self._ref
-        hash_of = self._hash_of
-        cached = self._cached
-        append = out.append
-        i = len(out)
-        for _ in range(n):
-            b = pop(False)[0]
-            old = hash_of[b]
-            if old is not None:
-                del cached[old]
-            ref[b] = 1
-            append(b)
-            if i < cache_until and (h := hashes[i]) not in cached:
-                cached[h] = b
-                hash_of[b] = h
-            elif old is not None:
-                hash_of[b] = None
-            i += 1
+        ``i < cache_until`` (a prompt's full blocks computed in this step)."""
+        start = len(out)
+        self.allocate(n, out)
+        stop = min(cache_until, len(out))
+        if stop > start:
+            self.cache_blocks(out, hashes, start, stop)
 
-    def allocate_each(self, owners: Iterable[list[int]]) -> None:
+    def allocate_each(self, owners: Sequence[list[int]]) -> None:
         """Append one fresh block to each list (decoders crossing a block boundary in the same step)."""
-        pop = self._free.popitem
-        ref = self._ref
-        hash_of = self._hash_of
-        cached = self._cached
-        for blocks in owners:
-            b = pop(False)[0]
-            h = hash_of[b]
-            if h is not None:
-                del cached[h]
-                hash_of[b] = None
-            ref[b] = 1
+        for blocks, b in zip(owners, self._take(len(owners)), strict=True):
             blocks.append(b)
 
     def allocate_one(self) -> int:
-        b = self._free.popitem(False)[0]
-        h = self._hash_of[b]
-        if h is not None:
-            del self._cached[h]
-            self._hash_of[b] = None
-        self._ref[b] = 1
-        return b
+        return self._take(1)[0]
 
     def cache_block(self, block: int, block_hash: int) -> None:
         """Register a full prompt block under its chain hash; an equal block already cached is kept."""
-        if block_hash not in self._cached and self._hash_of[block] is None:
+        if block_hash not in self._cached and block not in self._hash_of:
             self._cached[block_hash] = block
             self._hash_of[block] = block_hash
 
     def cache_blocks(self, blocks: Sequence[int], hashes: Sequence[int], start: int, stop: int) -> None:
         """``cache_block(blocks[i], hashes[i])`` for i in [start, stop)."""
+        new_hashes = hashes[start:stop]
+        new_blocks = blocks[start:stop]
         cached = self._cached
         hash_of = self._hash_of
-        for i in range(start, stop):
-            h = hashes[i]
-            if h not in cached:
-                b = blocks[i]
-                if hash_of[b] is None:
+        if cached.keys().isdisjoint(new_hashes) and hash_of.keys().isdisjoint(new_blocks):
+            cached.update(zip(new_hashes, new_blocks, strict=True))
+            hash_of.update(zip(new_blocks, new_hashes, strict=True))
+        else:
+            for h, b in zip(new_hashes, new_blocks, strict=True):
+                if h not in cached and b not in hash_of:
                     cached[h] = b
                     hash_of[b] = h
 
     def free(self, blocks: Sequence[int]) -> None:
         """Drop one reference on each of a request's blocks (in request order); they are released tail
         first, so a request's tail is evicted before its head."""
-        ref = self._ref
-        free = self._free
-        for b in reversed(blocks):
-            r = ref[b] - 1
-            ref[b] = r
-            if r == 0:
-                free[b] = None
+        shared = self._shared
+        if shared and not shared.keys().isdisjoint(blocks):
+            released = [b for b in blocks if b not in shared]
+            for b in shared.keys() & set(blocks):
+                count = shared[b] - 1
+                if count == 1:
+                    del shared[b]
+                else:
+                    shared[b] = count
+        else:
+            released = blocks
+        self._in_use.difference_update(released)
+        self._fifo.extend(reversed(released))
+        self._num_free += len(released)
 
     def free_order(self) -> list[int]:
         """The free queue, next-to-evict first (tests and debugging)."""
-        return list(self._free)
+        stale = dict(self._stale)
+        out = []
+        for b in self._fifo:
+            if stale.get(b):
+                stale[b] -= 1
+            else:
+                out.append(b)
+        return out
 
     def is_cached(self, block_hash: int) -> bool:
         return block_hash in self._cached

@@ -80,3 +80,24 @@ def test_pool_matches_the_list_model(seed: int) -> None:
         assert pool.free_order() == model.free
         assert pool.num_cached == len(model.cached)
         assert all(pool.is_cached(h) for h in model.cached)
+
+
+def test_hits_on_free_blocks_keep_the_queue_bounded_and_ordered() -> None:
+    pool, model = BlockPool(8), ListPool(8)
+    mine = pool.match_prefix([], 0)
+    pool.allocate_and_cache(4, mine, [11, 12, 13, 14], 4)
+    theirs = model.allocate(4, [11, 12, 13, 14])
+    for _ in range(200):  # the same prompt again and again: hits on free cached blocks, no allocation
+        pool.free(mine)
+        model.release(theirs)
+        mine = pool.match_prefix([11, 12, 13, 14], 4)
+        pool.touch(mine)
+        theirs = model.hit([11, 12, 13, 14])
+        assert pool.free_order() == model.free
+    assert len(pool._fifo) <= 2 * 8 + 4  # stale entries are compacted away
+    pool.free(mine)
+    model.release(theirs)
+    got: list[int] = []
+    pool.allocate(8, got)
+    assert got == model.allocate(8, [None] * 8)
+    assert pool.num_cached == 0 and pool.num_free == 0
