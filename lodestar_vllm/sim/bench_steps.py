@@ -2,8 +2,8 @@
 
 The load is a steady decode-heavy batch, as a busy engine in a cluster run sees it: ``--running`` requests in
 flight from the start (remaining outputs spread so that they finish at different steps), and Poisson arrivals
-that replace them (prompts of 200-2000 tokens, a third sharing a 512-token system prompt, outputs averaging
-``--mean-output``). Each point runs ``--steps`` steps of one engine through the virtual driver's loop and
+that replace them (prompts of 200-2000 tokens by default, a third sharing a 512-token system prompt, outputs averaging
+``--mean-output``; ``--prompt-range`` sets the prompt lengths). Each point runs ``--steps`` steps of one engine through the virtual driver's loop and
 reports wall-clock steps/s plus what the engine did (mean batch, tokens, preemptions, prefix hits).
 """
 
@@ -42,8 +42,8 @@ class BenchPoint:
 
 
 def _request(rng: random.Random, i: int, at: float, mean_output: int, block_size: int,
-             output: int | None = None) -> EngineRequest:
-    prompt_len = rng.randint(200, 2000)
+             prompt_range: tuple[int, int], output: int | None = None) -> EngineRequest:
+    prompt_len = rng.randint(*prompt_range)
     n_blocks = prompt_len // block_size
     shared = min(n_blocks, 512 // block_size) if rng.random() < 0.33 else 0
     hashes = [hash(("system", b)) for b in range(shared)]
@@ -64,13 +64,15 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
-def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, seed: int) -> BenchPoint:
+def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, seed: int,
+              prompt_range: tuple[int, int] = (200, 2000)) -> BenchPoint:
     config = default_engine_config(gpu, max_num_seqs=max(running + 64, 256))
     engine = EngineCore(get_profile(gpu, model), config)
     rng = random.Random(seed)
     bs = config.block_size
     for i in range(running):
-        engine.add_request(_request(rng, i, 0.0, mean_output, bs, output=rng.randint(1, 2 * mean_output)))
+        output = rng.randint(1, 2 * mean_output)
+        engine.add_request(_request(rng, i, 0.0, mean_output, bs, prompt_range, output=output))
     # Warm up to the steady batch (prefills done) before timing.
     now = 0.0
     while engine.scheduler.waiting or engine.scheduler.prefiller is not None:
@@ -79,7 +81,7 @@ def run_point(gpu: str, model: str, running: int, steps: int, mean_output: int, 
     # the step times; requests are built before the timed loop so that only the engine is measured.
     per_step = running / mean_output
     counts = [_poisson(rng, per_step) for _ in range(steps)]
-    fresh = [_request(rng, running + k, 0.0, mean_output, bs) for k in range(sum(counts))]
+    fresh = [_request(rng, running + k, 0.0, mean_output, bs, prompt_range) for k in range(sum(counts))]
     total_running = total_tokens = 0
     start_stats = engine.stats()
     start_virtual = now
@@ -138,6 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests kept in flight, one point each (default 200)")
     parser.add_argument("--steps", type=int, default=50_000, help="timed steps per point")
     parser.add_argument("--mean-output", type=int, default=300, help="mean output tokens of arrivals")
+    parser.add_argument("--prompt-range", type=int, nargs=2, default=[200, 2000], metavar=("MIN", "MAX"),
+                        help="prompt lengths, uniform (default 200 2000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", default=None, help="write steps/s per point to this PNG")
 
@@ -145,10 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or any(r < 1 for r in args.running):
         raise SystemExit("--steps and --running must be >= 1")
+    low, high = args.prompt_range
+    if not 1 <= low <= high:
+        raise SystemExit("--prompt-range needs 1 <= MIN <= MAX")
     points = []
     for n in args.running:
         print(f"bench-engine: {args.gpu}/{args.model}, {n} running, {args.steps} steps ...", flush=True)
-        point = run_point(args.gpu, args.model, n, args.steps, args.mean_output, args.seed)
+        point = run_point(args.gpu, args.model, n, args.steps, args.mean_output, args.seed, (low, high))
         print(f"  {point.steps_per_s:,.0f} steps/s wall, {point.steps_per_cpu_s:,.0f} per CPU second", flush=True)
         points.append(point)
     print(format_table(points))
