@@ -1,10 +1,11 @@
 """``lodestar-vllm bench-engine``: how many virtual-time engine steps per second the engine model runs.
 
-The load is a steady decode-heavy batch, as a busy engine in a cluster run sees it: ``--running`` requests in
-flight from the start (remaining outputs spread so that they finish at different steps), and Poisson arrivals
-that replace them (prompts of 200-2000 tokens by default, a third sharing a 512-token system prompt, outputs averaging
-``--mean-output``; ``--prompt-range`` sets the prompt lengths). Each point runs ``--steps`` steps of one engine through the virtual driver's loop and
-reports wall-clock steps/s plus what the engine did (mean batch, tokens, preemptions, prefix hits).
+The load is a steady batch, as a busy engine in a cluster run sees it: ``--running`` requests in flight from
+the start (remaining outputs spread so that they finish at different steps), and Poisson arrivals per step
+that replace them (prompts uniform in ``--prompt-range``, default 200-2000 tokens, a third sharing a 512-token
+system prompt; outputs averaging ``--mean-output``). Each point times ``--steps`` steps of one engine (the
+requests are built beforehand) and reports wall-clock and CPU steps/s plus what the engine did (mean batch,
+tokens per step, preemptions, prefix hits).
 """
 
 from __future__ import annotations
