@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", default=os.environ.get("LODESTAR_PRODUCTION_STACK"),
                         help="production-stack checkout (default: $LODESTAR_PRODUCTION_STACK)")
-    parser.add_argument("--logics", default="learned,roundrobin,prefixaware")
+    parser.add_argument("--logics", default="learned,roundrobin,prefixaware",
+                        help="comma-separated: production-stack routing logics, `learned`, or lodestar:<policy>")
     parser.add_argument("--workload", default="prefix-sharing")
     parser.add_argument("--max-requests", type=int, default=300)
     parser.add_argument("--duration", type=float, default=60.0, help="workload seconds kept (arrival time)")
@@ -96,9 +97,13 @@ def run_one(logic: str, requests: list[WorkloadRequest], args: argparse.Namespac
         cmd = [sys.executable, "-m", "lodestar_vllm.integrations.production_stack.launcher",
                "--host", "127.0.0.1", "--port", port, "--service-discovery", "static",
                "--static-backends", ",".join(urls), "--static-models", ",".join([args.model] * len(urls)),
-               "--routing-logic", logic, "--engine-stats-interval", "1", "--log-level", "warning"]
-        if logic == "learned":
-            cmd += ["--lodestar-policy", args.lodestar_policy, "--lodestar-scrape-interval", "1"]
+               "--engine-stats-interval", "1", "--log-level", "warning"]
+        if logic == "learned" or logic.startswith("lodestar:"):
+            # `lodestar:<policy>` runs another lodestar policy (e.g. a baseline) through the same adapter
+            policy = args.lodestar_policy if logic == "learned" else logic.partition(":")[2]
+            cmd += ["--routing-logic", "learned", "--lodestar-policy", policy, "--lodestar-scrape-interval", "1"]
+        else:
+            cmd += ["--routing-logic", logic]
         env = {"PYTHONPATH": os.pathsep.join([str(Path(args.checkout) / "src"), str(REPO),
                                                os.environ.get("PYTHONPATH", "")])}
         started = time.monotonic()
@@ -108,7 +113,7 @@ def run_one(logic: str, requests: list[WorkloadRequest], args: argparse.Namespac
         try:
             results = asyncio.run(replay(router_url, requests, args, tag=logic))
             extra: dict[str, Any] = {"router_startup_s": startup_s, "router_rss_mb": _rss_mb(router.pid)}
-            if logic == "learned":
+            if logic == "learned" or logic.startswith("lodestar:"):
                 extra.update(learned_report(router_url))
         finally:
             stop_router(router)
@@ -210,7 +215,7 @@ def learned_report(url: str) -> dict[str, Any]:
     lodestar_lines = [line for line in metrics.splitlines() if line.startswith("lodestar") and "_bucket" not in line]
     policy = status.get("policy_status") or {}
     model = policy.get("model") or {}
-    print(f"learned: routed {status['routed']}, outcomes {status['attempts']['outcomes']}, "
+    print(f"lodestar: routed {status['routed']}, outcomes {status['attempts']['outcomes']}, "
           f"paths {policy.get('paths')}, model version {model.get('version')} "
           f"trained on {model.get('trained_samples')}, recent accuracy {policy.get('recent_accuracy')}")
     print("learned metrics on the router's /metrics:\n  " + "\n  ".join(lodestar_lines[:25]))
