@@ -4,8 +4,10 @@ url -> HardwareInfo mapping the production-stack adapter consumes."""
 from __future__ import annotations
 
 from collections import ChainMap
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes_asyncio import client
 
 from lodestar_vllm.core.types import HardwareInfo
@@ -125,3 +127,29 @@ async def test_a_learned_policy_follower_hot_loads_a_shared_checkpoint(api: clie
         assert follower.stats.refusals == 1
     finally:
         policy.close()
+
+
+async def test_start_from_env_uses_the_kubeconfig_outside_a_cluster(
+    apiserver: ApiServer, api: client.ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "stand-in",
+        "clusters": [{"name": "stand-in", "cluster": {"server": apiserver.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "stand-in", "context": {"cluster": "stand-in", "user": "u"}}],
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    core = client.CoreV1Api(api)
+    await core.create_node(node("gpu-k", "NVIDIA-L40S"))
+    await core.create_namespaced_pod("llm", pod("engine-k", "10.8.0.1", "gpu-k"))
+    awareness = await KubernetesAwareness.start_from_env(
+        env={"LODESTAR_K8S_ENGINE_NAMESPACE": "llm", "POD_NAME": "router-x"}
+    )
+    try:
+        assert awareness.sharing is None and awareness.options.replica_id == "router-x"
+        await wait_until(lambda: (awareness.hardware.descriptor_for("http://10.8.0.1:8000") or HardwareInfo())
+                         .gpu_class == "L40S", what="discovery through the kubeconfig client")
+    finally:
+        await awareness.close()

@@ -152,7 +152,8 @@ async def default_api_client() -> client.ApiClient:
         return client.ApiClient()
     except config.ConfigException:
         configuration = client.Configuration()
-        await config.load_kube_config(client_configuration=configuration)
+        # KUBECONFIG is read now, not when kubernetes-asyncio was imported (its default is fixed at import).
+        await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
         return client.ApiClient(configuration)
 
 
