@@ -122,3 +122,17 @@ def test_cli_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     rc = main(["bench", "--cluster", "nope", "--workload", "prefix-sharing", "--policies", "test-roundrobin",
                "--out", str(tmp_path)])
     assert rc == 2 and "unknown cluster" in capsys.readouterr().err
+
+
+def test_target_load_brackets_the_factor() -> None:
+    from lodestar_vllm.bench.target_load import find_target_load
+
+    lines: list[str] = []
+    scenario = TINY.with_(max_requests=None, duration=20.0, rate_scale=1.0)
+    rate, idle, points = find_target_load(scenario, ["test-roundrobin"], factor=3.0, jobs=1, refine_steps=2,
+                                          log=lines.append, engine_factory=fake_factory)
+    assert idle > 0 and points and lines[0].startswith("idle TTFT")
+    by_rate = {p.rate_scale: p.ratio_to_idle for p in points}
+    assert by_rate[rate] >= 3.0
+    below = [r for r in by_rate if r < rate]
+    assert below and by_rate[max(below)] < 3.0  # the next lower rate tried misses the target
