@@ -24,6 +24,7 @@ from lodestar_vllm.integrations.production_stack.request_info import max_tokens,
 from lodestar_vllm.integrations.production_stack.scraper import MetricsScraper
 from lodestar_vllm.integrations.production_stack.settings import LodestarSettings
 from lodestar_vllm.integrations.production_stack.views import build_views
+from lodestar_vllm.logging_setup import configure_logging
 from lodestar_vllm.policies.base import RoutingPolicy
 from lodestar_vllm.policies.registry import create_policy
 
@@ -38,6 +39,7 @@ class LodestarRuntime:
         clock: Callable[[], float] = time.monotonic,
         engine_urls: Callable[[], Iterable[str]] | None = None,
     ) -> None:
+        configure_logging()  # LODESTAR_LOG_FORMAT=json: structured events (swaps, fallbacks, refusals)
         self.settings = settings
         self.clock = clock
         self.policy = policy or make_policy(settings)
