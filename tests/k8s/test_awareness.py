@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
 
 from lodestar_vllm.core.types import HardwareInfo
 from lodestar_vllm.integrations.kubernetes.awareness import (
@@ -81,10 +82,12 @@ async def test_awareness_runs_hardware_and_sharing_together(apiserver: ApiServer
         core = client.CoreV1Api(api_client)
         await core.create_node(node("gpu-z", "NVIDIA-H100-80GB-HBM3"))
         await core.create_namespaced_pod("llm", pod("engine-z", "10.9.0.1", "gpu-z"))
+        registry = CollectorRegistry()
         awareness = KubernetesAwareness(
             options, api_client, LearnerCallables(learner.export, learner.import_, learner.validation_loss),
             watcher_kwargs={"backoff": lambda: Backoff(0.05, 0.2)},
             replica_kwargs={"tick_s": 0.1, "backoff": lambda: Backoff(0.05, 0.2)},
+            registry=registry,
         )
         await awareness.start()
         try:
@@ -99,8 +102,21 @@ async def test_awareness_runs_hardware_and_sharing_together(apiserver: ApiServer
                              timeout_s=10, what="the single replica to lead and publish")
             status = awareness.status()
             assert status["known_engine_pods"] == 1 and status["sharing"]["leader"] is True
+            # The same counters on the host's /metrics, read at scrape time.
+            assert registry.get_sample_value("lodestar_k8s_known_engine_pods") == 1
+            assert registry.get_sample_value("lodestar_k8s_sharing_leader") == 1
+            assert registry.get_sample_value("lodestar_k8s_sharing_events_total", {"event": "publishes"}) >= 1
+            assert registry.get_sample_value("lodestar_k8s_watch_errors_total", {"kind": "pod"}) == 0
         finally:
             await awareness.close()
+        assert registry.get_sample_value("lodestar_k8s_known_engine_pods") is None  # unregistered on close
+        # A second instance in the same process (host reconfiguration) must still start.
+        twin = KubernetesAwareness(KubernetesOptions(engine_namespace="llm"), api_client, registry=registry)
+        other = KubernetesAwareness(KubernetesOptions(engine_namespace="llm"), api_client, registry=registry)
+        await twin.start()
+        await other.start()
+        await other.close()
+        await twin.close()
     with pytest.raises(ValueError):
         KubernetesAwareness(KubernetesOptions(sharing=True), client.ApiClient())
 
@@ -145,7 +161,7 @@ async def test_start_from_env_uses_the_kubeconfig_outside_a_cluster(
     await core.create_node(node("gpu-k", "NVIDIA-L40S"))
     await core.create_namespaced_pod("llm", pod("engine-k", "10.8.0.1", "gpu-k"))
     awareness = await KubernetesAwareness.start_from_env(
-        env={"LODESTAR_K8S_ENGINE_NAMESPACE": "llm", "POD_NAME": "router-x"}
+        env={"LODESTAR_K8S_ENGINE_NAMESPACE": "llm", "POD_NAME": "router-x"}, registry=CollectorRegistry()
     )
     try:
         assert awareness.sharing is None and awareness.options.replica_id == "router-x"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from prometheus_client import CollectorRegistry
 
 from lodestar_vllm.integrations.kubernetes.awareness import (
     KubernetesAwareness,
@@ -76,6 +77,7 @@ async def test_every_call_of_a_full_scenario_is_granted(apiserver: ApiServer, tm
             options, api_client, LearnerCallables(learner.export, learner.import_, learner.validation_loss),
             watcher_kwargs={"backoff": lambda: Backoff(0.05, 0.2)},
             replica_kwargs={"tick_s": 0.1, "backoff": lambda: Backoff(0.05, 0.2)},
+            registry=CollectorRegistry(),
         )
         await awareness.start()
         sharing = awareness.sharing

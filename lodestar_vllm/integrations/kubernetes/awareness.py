@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client, config
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from lodestar_vllm.core.types import HardwareInfo
 from lodestar_vllm.integrations.kubernetes.hardware import HardwareWatcher
 from lodestar_vllm.integrations.kubernetes.lease import LeaseElector
+from lodestar_vllm.integrations.kubernetes.metrics import KubernetesAwarenessCollector
 from lodestar_vllm.integrations.kubernetes.model_board import ConfigMapModelBoard
 from lodestar_vllm.integrations.kubernetes.replica import SharedModelReplica
 from lodestar_vllm.integrations.kubernetes.sharing import (
@@ -167,11 +169,15 @@ class KubernetesAwareness:
         owns_client: bool = False,
         watcher_kwargs: Mapping[str, Any] | None = None,
         replica_kwargs: Mapping[str, Any] | None = None,
+        registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
         if options.sharing and learner is None:
             raise ValueError("model sharing is enabled but no learner callables were given")
         self.options = options
         self._api_client = api_client
+        self._registry = registry
+        self._collector = KubernetesAwarenessCollector(self.status)
+        self._registered = False
         self._owns_client = owns_client
         self.hardware = HardwareWatcher(
             api_client,
@@ -214,10 +220,13 @@ class KubernetesAwareness:
 
     @classmethod
     async def start_from_env(
-        cls, learner: LearnerCallables | None = None, env: Mapping[str, str] | None = None
+        cls,
+        learner: LearnerCallables | None = None,
+        env: Mapping[str, str] | None = None,
+        registry: CollectorRegistry | None = REGISTRY,
     ) -> KubernetesAwareness:
         options = KubernetesOptions.from_env(env)
-        awareness = cls(options, await default_api_client(), learner, owns_client=True)
+        awareness = cls(options, await default_api_client(), learner, owns_client=True, registry=registry)
         await awareness.start()
         return awareness
 
@@ -225,6 +234,12 @@ class KubernetesAwareness:
         await self.hardware.start()
         if self.sharing is not None:
             await self.sharing.start()
+        if self._registry is not None and not self._registered:
+            try:
+                self._registry.register(self._collector)  # served by the host's /metrics (default registry)
+                self._registered = True
+            except ValueError as error:  # another instance in this process already exports these names
+                log.warning("kubernetes awareness metrics not registered: %s", error)
         log.info("kubernetes awareness started (sharing=%s, replica=%s)", self.sharing is not None,
                  self.options.replica_id)
 
@@ -249,6 +264,9 @@ class KubernetesAwareness:
         return status
 
     async def close(self, release: bool = True) -> None:
+        if self._registry is not None and self._registered:
+            self._registry.unregister(self._collector)
+            self._registered = False
         if self.sharing is not None:
             await self.sharing.close(release=release)
         await self.hardware.close()
