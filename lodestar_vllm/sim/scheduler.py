@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from itertools import islice
 
 from lodestar_vllm.sim.kv_cache import BlockPool
 from lodestar_vllm.sim.step_time import prefill_pairs
@@ -93,8 +94,8 @@ class Scheduler:
         self.requests: dict[str, Request] = {}
         self.waiting: deque[Request] = deque()
         self.waiting_tokens = 0  # sum of num_tokens over waiting requests (nothing computed there)
-        self.running: list[Request] = []
-        self.running_ids: list[str] = []
+        # Running requests by id in admission order: O(1) removal of finished ones, the tail is popitem().
+        self.running: dict[str, Request] = {}
         self.prefiller: Request | None = None  # the running request part-way through its prefill (tail)
         self.finishing: list[Request] = []  # done at their first token; released at the end of the step
         self.clock = 0  # decode clock: number of steps taken
@@ -143,8 +144,7 @@ class Scheduler:
                 self._leave_decode(r, self.clock)
             if r is self.prefiller:
                 self.prefiller = None
-            self.running.remove(r)
-            self.running_ids.remove(request_id)
+            del self.running[request_id]
             self.pool.free(r.blocks)
             r.blocks = []
             r.running = False
@@ -226,8 +226,7 @@ class Scheduler:
 
     def _finish(self, r: Request, out: SchedulerOutput) -> None:
         out.finished.append((r.request_id, "length"))
-        self.running.remove(r)
-        self.running_ids.remove(r.request_id)
+        del self.running[r.request_id]
         self.pool.free(r.blocks)
         r.blocks = []
         r.running = False
@@ -239,8 +238,8 @@ class Scheduler:
             self._leave_decode(r, self.clock)
         if r is self.prefiller:
             self.prefiller = None
-        self.running.pop()
-        self.running_ids.pop()
+        tail_id, _tail = self.running.popitem()  # preemption always takes the tail
+        assert tail_id == r.request_id
         self.pool.free(r.blocks)
         r.blocks = []
         r.computed = 0
@@ -275,7 +274,7 @@ class Scheduler:
 
         n_dec = self.num_decoding
         if n_dec:
-            out.emitted = self.running_ids[:n_dec]
+            out.emitted = list(islice(self.running, n_dec))
             out.tokens = n_dec
             out.seqs = n_dec
             out.decode_context = self.decode_base + n_dec * clock
@@ -306,12 +305,13 @@ class Scheduler:
         Returns (whether anything was preempted, the prefill chunk scheduled for the tail prefiller)."""
         pool = self.pool
         running = self.running
+        order = list(running.values())  # running only shrinks from the tail here: order[:len(running)]
         preempted = False
         used = 0
         pf_chunk = 0
         i = 0
         while i < len(running):
-            r = running[i]
+            r = order[i]
             if r.decoding:
                 used += 1
                 if r not in crossing:
@@ -323,7 +323,7 @@ class Scheduler:
                 chunk = min(r.num_tokens - r.computed, self.budget - used)
                 need = self._blocks_needed(r, chunk)
             while need > pool.num_free:
-                victim = running[-1]
+                victim = order[len(running) - 1]
                 self._preempt(victim)
                 preempted = True
                 if victim is r:
@@ -374,8 +374,7 @@ class Scheduler:
                 self.prefix_queries += r.prompt_len
                 self.prefix_hits += hit_tokens
             r.running = True
-            running.append(r)
-            self.running_ids.append(r.request_id)
+            running[r.request_id] = r
             self._advance_prefill(r, chunk, out)
             budget -= chunk
             if r.computed == num_tokens:
