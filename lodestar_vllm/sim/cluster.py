@@ -518,13 +518,20 @@ class ClusterSimulator:
     def _on_share(self, now: float) -> None:
         publisher = self._policies[0]
         export = getattr(publisher, "export_checkpoint", None)
+        blob = None
         if export is not None:
-            blob = export()
-            if blob:
-                for policy in self._policies[1:]:
-                    load = getattr(policy, "import_checkpoint", None)
+            try:
+                blob = export()
+            except Exception:  # nothing to publish yet (no model trained): try again next round
+                blob = None
+        if blob:
+            for policy in self._policies[1:]:
+                load = getattr(policy, "import_checkpoint", None)
+                try:
                     if load is not None and load(blob):
                         self._shares += 1
+                except Exception:  # a refused blob leaves the replica on its own model
+                    pass
         if self.config.share_interval_s is not None and now <= self._last_arrival:
             self._push(now + self.config.share_interval_s, _SHARE, None)
 

@@ -181,3 +181,17 @@ def test_replicas_split_by_session_and_share_models() -> None:
     assert result.shares == 2 * len(policies[1].imported)
     with pytest.raises(ValueError, match="one per replica"):
         ClusterSimulator(two_gpu_cluster(), make_requests(2), cfg, engine_factory=fake_factory).run([RoundRobin()])
+
+
+def test_sharing_survives_a_publisher_without_a_model() -> None:
+    class NoModelYet(RoundRobin):
+        def export_checkpoint(self) -> bytes:
+            raise RuntimeError("no trained model to export yet")
+
+        def import_checkpoint(self, blob: bytes) -> bool:
+            raise AssertionError("nothing was published")
+
+    cfg = SimConfig(replicas=2, share_interval_s=0.5)
+    sim = ClusterSimulator(two_gpu_cluster(), make_requests(20), cfg, engine_factory=fake_factory)
+    result = sim.run([NoModelYet(), NoModelYet()])
+    assert result.shares == 0 and all(r.status == OutcomeStatus.OK for r in result.records)
