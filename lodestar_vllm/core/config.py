@@ -64,10 +64,7 @@ class LearnedConfig:
     holdout_fraction: float = 0.2
     # A new model must not be worse than the current one on held-out recent samples by more than this.
     accept_tolerance: float = 0.02
-    max_train_seconds: float = 5.0
     # --- decision -----------------------------------------------------------------------------------------
-    # Fallback rule: "builtin" (prefix affinity + uncached token load) or a registered heuristic policy name.
-    fallback: str = "builtin"
     # Score = predicted mean + uncertainty_weight x ensemble spread (both in log TTFT).
     uncertainty_weight: float = 0.5
     # Candidates within this relative margin of the best score tie; ties go to more prefix reuse.

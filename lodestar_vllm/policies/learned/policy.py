@@ -51,6 +51,7 @@ SHADOW = "shadow"
 CONTROL = "control"
 _PENDING_COL = 6
 _MATCH_COL = 1
+_AGE_COL = 12
 
 
 class _Explanation:
@@ -227,6 +228,8 @@ class LearnedPolicy(RoutingPolicy):
             reason = "cold_start (guarded)"
 
         url = feats.urls[chosen]
+        if feats.has_metrics[chosen]:
+            self.metrics.feature_staleness.observe(math.expm1(feats.matrix[chosen, _AGE_COL]))
         self.ledger.dispatch(DecisionRecord(
             request_id=str(request.request_id), url=url, dispatched_at=now, path=path, reason=reason,
             prompt_tokens=prompt_tokens, uncached_tokens=int(feats.uncached_tokens[chosen]),
