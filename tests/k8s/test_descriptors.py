@@ -2,6 +2,8 @@
 
 import pytest
 
+from lodestar_vllm.core.config import LearnedConfig
+from lodestar_vllm.core.features import normalise_gpu_class
 from lodestar_vllm.core.types import HardwareInfo
 from lodestar_vllm.integrations.kubernetes.descriptors import (
     hardware_info,
@@ -107,3 +109,13 @@ def test_nothing_known_is_unknown_hardware() -> None:
     assert hardware_info(facts, None) is None
     assert hardware_info(facts, node_gpu_facts({})) is None
     assert pod_facts({"metadata": {}}) is None
+
+
+@pytest.mark.parametrize(
+    ("product", "family"),
+    [("NVIDIA-H100-80GB-HBM3", "H100"), ("A100-SXM4-40GB", "A100"), ("NVIDIA-L40S", "L40S"), ("NVIDIA-L4", "L4"),
+     ("NVIDIA-A10G", "A10G"), ("Tesla-V100-SXM2-16GB", "V100"), ("NVIDIA-H200", "H200")],
+)
+def test_discovered_classes_are_the_learner_feature_classes(product: str, family: str) -> None:
+    # The learner folds "H100-80GB" into its known class "H100" (longest prefix); the names must line up.
+    assert normalise_gpu_class(normalise_gpu_product(product), LearnedConfig().known_gpu_classes) == family
