@@ -268,9 +268,9 @@ def get_profile(gpu: str, model: str, tensor_parallel: int = 1) -> EngineProfile
     Refuses (ValueError) a model whose weights shard does not fit in one GPU's memory."""
     g = resolve_gpu(gpu)
     m = resolve_model(model)
-    if tensor_parallel < 1 or tensor_parallel & (tensor_parallel - 1):
-        raise ValueError(f"tensor_parallel must be a power of two >= 1, got {tensor_parallel}")
-    if m.heads % tensor_parallel:
+    if tensor_parallel < 1:
+        raise ValueError(f"tensor_parallel must be >= 1, got {tensor_parallel}")
+    if m.heads % tensor_parallel:  # vLLM shards attention heads evenly
         raise ValueError(f"{m.name} has {m.heads} attention heads, not divisible by tensor_parallel={tensor_parallel}")
     step = MEASURED_STEPS.get((g.name, m.name, tensor_parallel)) or _derived_step(g, m, tensor_parallel)
     profile = EngineProfile(

@@ -71,6 +71,10 @@ def test_models_that_do_not_fit_are_refused() -> None:
         get_profile("A100-80GB", "llama-3.1-70b", 1)
     with pytest.raises(ValueError, match="does not fit"):
         get_profile("T4", "llama-3.1-8b")
+    with pytest.raises(ValueError, match="not divisible"):
+        get_profile("H100", "llama-3.1-70b", 3)
+    with pytest.raises(ValueError, match=">= 1"):
+        get_profile("H100", "llama-3.1-8b", 0)
     profile = get_profile("A100-80GB", "llama-3.1-70b", 2)  # weights fit, KV does not at 0.5
     with pytest.raises(ValueError, match="no memory left for the KV cache"):
         EngineCore(profile, EngineConfig(gpu_memory_utilization=0.5))
