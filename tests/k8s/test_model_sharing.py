@@ -229,6 +229,25 @@ async def test_api_errors_and_restart_are_survived(apiserver: ApiServer) -> None
             assert leaders(a, b) in (["router-a"], ["router-b"])
 
 
+async def test_a_corrupt_shared_model_is_replaced_not_fatal(apiserver: ApiServer, api: client.ApiClient) -> None:
+    la, lb = ToyLearner(), ToyLearner()
+    la.observe("a-1")
+    async with replica(apiserver, "router-a", la) as a:
+        await wait_until(lambda: a.core.stats.publishes >= 1, timeout_s=10, what="a first publish")
+        async with replica(apiserver, "router-b", lb) as b:
+            await wait_until(shared_has(lb, {"a-1"}), timeout_s=10, what="b to load the first model")
+            board = ConfigMapModelBoard(api, NS)
+            bad_version = (await board.stored_version() or 0) + 5
+            # Someone (an old router version, a hand edit) leaves an unreadable shared model behind.
+            await client.CoreV1Api(api).patch_namespaced_config_map(
+                board.shared_name, NS, {"data": {"digest": "0" * 64, "version": str(bad_version)}})
+            la.observe("a-2")
+            await wait_until(shared_has(lb, {"a-2"}), timeout_s=10, what="a readable model above the corrupt one")
+            stored = await board.read_shared()
+            assert stored is not None and stored.version > bad_version
+            assert b.stats.follow_errors == 0 and a.stats.tick_errors == 0
+
+
 async def test_refusals_are_counted_not_fatal(apiserver: ApiServer) -> None:
     la, lb = ToyLearner(), ToyLearner(refuse=True)
     la.observe("a-1")

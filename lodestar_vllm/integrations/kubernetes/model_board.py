@@ -110,6 +110,11 @@ class ConfigMapModelBoard:
         stored = await self._read(self.shared_name)
         return await self.decode(stored) if stored is not None else None
 
+    async def stored_version(self) -> int | None:
+        """The shared version number as stored, even when its payload is unreadable."""
+        stored = await self._read(self.shared_name)
+        return _int((stored.get("data") or {}).get("version")) if stored is not None else None
+
     async def publish(self, record: ModelRecord) -> bool:
         """Store ``record`` as the shared model if its version is above the stored one; False when another
         leader got there first."""

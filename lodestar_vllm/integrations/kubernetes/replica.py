@@ -17,8 +17,12 @@ from dataclasses import dataclass
 
 from lodestar_vllm.integrations.kubernetes.backoff import Backoff
 from lodestar_vllm.integrations.kubernetes.lease import LeaseElector
-from lodestar_vllm.integrations.kubernetes.model_board import CheckpointTooLarge, ConfigMapModelBoard
-from lodestar_vllm.integrations.kubernetes.sharing import SharingCore
+from lodestar_vllm.integrations.kubernetes.model_board import (
+    CheckpointTooLarge,
+    ConfigMapModelBoard,
+    CorruptRecord,
+)
+from lodestar_vllm.integrations.kubernetes.sharing import ModelRecord, SharingCore
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,12 @@ class SharedModelReplica:
                     self.stats.too_large += 1
                     log.warning("candidate not shared: %s", error)
         if self.elector.is_leader and self.core.publish_due(now):
-            shared = await self.board.read_shared()
+            try:
+                shared = await self.board.read_shared()
+            except CorruptRecord:
+                # A corrupt shared model is replaced by the next publish, above its version number.
+                version = await self.board.stored_version() or 0
+                shared = ModelRecord(version=version, replica="", digest="", created_at=0.0, payload=b"")
             record = self.core.choose(await self.board.candidates(), shared, now)
             if record is not None:
                 # The lease may have moved while we read: a stale leader must not publish.

@@ -204,7 +204,7 @@ class SharingCore:
         scored = [(self._score(c), c) for c in fresh]
         # Unscored candidates rank last; among equals the newest wins (it has seen the most outcomes).
         best_loss, best = min(scored, key=lambda pair: (pair[0] is None, pair[0] or 0.0, -pair[1].created_at))
-        if self._evaluate is not None and shared is not None and best_loss is not None:
+        if self._evaluate is not None and shared is not None and shared.payload and best_loss is not None:
             shared_loss = _safe_loss(lambda: self._evaluate(shared.payload))  # type: ignore[misc]
             if shared_loss is not None and best_loss >= shared_loss * (1.0 - self.config.min_improvement):
                 return None
