@@ -45,14 +45,14 @@ def num_gpu_blocks(profile: EngineProfile, config: EngineConfig) -> int:
 
 
 class BlockPool:
-    """The free queue is a deque with lazy deletion, the rest plain dicts and sets, so that the hot paths
-    run as C loops (an OrderedDict costs ~10x a deque per block here).
+    """The free queue is a deque with lazy deletion and per-block state lives in dense arrays, so that the
+    hot paths touch little memory (an OrderedDict free queue and set/dict block state cost ~1.5-3x more).
 
-    A block is in use when it is in ``_in_use`` (``_shared`` holds the reference count when it is 2 or more)
-    and free otherwise. Freeing appends to ``_fifo``; allocation pops from its head. A prefix hit on a free
-    block takes it out of the free set at once but leaves its queue entry behind, counted in ``_stale``: the
-    block's entries before its latest one are all stale, so an entry popped while its block has stale entries
-    is skipped. ``_hash_of`` is exactly the inverse of ``_cached``."""
+    A block is in use when ``_in_use[block]`` is set (``_shared`` holds the reference count when it is 2 or
+    more) and free otherwise. Freeing appends to ``_fifo``; allocation pops from its head. A prefix hit on a
+    free block takes it out of the free set at once but leaves its queue entry behind, counted in ``_stale``:
+    the block's entries before its latest one are all stale, so an entry popped while its block has stale
+    entries is skipped. ``_hash_of[block]`` is set exactly when ``_cached`` maps that hash to the block."""
 
     __slots__ = ("num_blocks", "_fifo", "_stale", "_num_free", "_in_use", "_shared", "_cached", "_hash_of")
 
@@ -63,10 +63,10 @@ class BlockPool:
         self._fifo: deque[int] = deque(range(num_blocks))  # head: next to evict
         self._stale: dict[int, int] = {}  # block -> queue entries of it that are no longer valid
         self._num_free = num_blocks
-        self._in_use: set[int] = set()
+        self._in_use = bytearray(num_blocks)
         self._shared: dict[int, int] = {}  # block -> reference count, for counts >= 2
         self._cached: dict[int, int] = {}  # chain hash -> block
-        self._hash_of: dict[int, int] = {}  # block -> chain hash
+        self._hash_of: list[int | None] = [None] * num_blocks  # block -> chain hash
 
     @property
     def num_free(self) -> int:
@@ -81,7 +81,7 @@ class BlockPool:
         return 1.0 - self._num_free / self.num_blocks
 
     def ref_count(self, block: int) -> int:
-        if block not in self._in_use:
+        if not self._in_use[block]:
             return 0
         return self._shared.get(block, 1)
 
@@ -98,7 +98,7 @@ class BlockPool:
 
     def count_free_among(self, blocks: Sequence[int]) -> int:
         in_use = self._in_use
-        return sum(1 for b in blocks if b not in in_use)
+        return sum(1 for b in blocks if not in_use[b])
 
     def touch(self, blocks: Sequence[int]) -> None:
         """Take a reference on prefix-hit blocks (a free cached block leaves the free queue)."""
@@ -106,10 +106,10 @@ class BlockPool:
         shared = self._shared
         stale = self._stale
         for b in blocks:
-            if b in in_use:
+            if in_use[b]:
                 shared[b] = shared.get(b, 1) + 1
             else:
-                in_use.add(b)
+                in_use[b] = 1
                 stale[b] = stale.get(b, 0) + 1
                 self._num_free -= 1
         if len(self._fifo) > 2 * self.num_blocks:
@@ -149,12 +149,15 @@ class BlockPool:
                 else:
                     got.append(b)
         self._num_free -= n
-        self._in_use.update(got)
+        in_use = self._in_use
         hash_of = self._hash_of
-        if hash_of:
-            cached = self._cached
-            for b in [b for b in got if b in hash_of]:
-                del cached[hash_of.pop(b)]
+        cached = self._cached
+        for b in got:
+            in_use[b] = 1
+            h = hash_of[b]
+            if h is not None:
+                del cached[h]
+                hash_of[b] = None
         return got
 
     def allocate(self, n: int, out: list[int]) -> None:
@@ -182,7 +185,7 @@ class BlockPool:
 
     def cache_block(self, block: int, block_hash: int) -> None:
         """Register a full prompt block under its chain hash; an equal block already cached is kept."""
-        if block_hash not in self._cached and block not in self._hash_of:
+        if block_hash not in self._cached and self._hash_of[block] is None:
             self._cached[block_hash] = block
             self._hash_of[block] = block_hash
 
@@ -192,14 +195,10 @@ class BlockPool:
         new_blocks = blocks[start:stop]
         cached = self._cached
         hash_of = self._hash_of
-        if cached.keys().isdisjoint(new_hashes) and hash_of.keys().isdisjoint(new_blocks):
-            cached.update(zip(new_hashes, new_blocks, strict=True))
-            hash_of.update(zip(new_blocks, new_hashes, strict=True))
-        else:
-            for h, b in zip(new_hashes, new_blocks, strict=True):
-                if h not in cached and b not in hash_of:
-                    cached[h] = b
-                    hash_of[b] = h
+        for h, b in zip(new_hashes, new_blocks, strict=True):
+            if h not in cached and hash_of[b] is None:
+                cached[h] = b
+                hash_of[b] = h
 
     def free(self, blocks: Sequence[int]) -> None:
         """Drop one reference on each of a request's blocks (in request order); they are released tail
@@ -215,7 +214,9 @@ class BlockPool:
                     shared[b] = count
         else:
             released = blocks
-        self._in_use.difference_update(released)
+        in_use = self._in_use
+        for b in released:
+            in_use[b] = 0
         self._fifo.extend(reversed(released))
         self._num_free += len(released)
 
