@@ -167,9 +167,12 @@ def run(args: argparse.Namespace) -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot([p.mean_running for p in points], [p.steps_per_s for p in points], marker="o")
+        xs = [p.mean_running for p in points]
+        ax.plot(xs, [p.steps_per_s for p in points], marker="o", label="wall clock")
+        ax.plot(xs, [p.steps_per_cpu_s for p in points], marker="s", label="per CPU second")
+        ax.legend()
         ax.set_xlabel("mean running requests")
-        ax.set_ylabel("engine steps / s (wall)")
+        ax.set_ylabel("engine steps / s")
         ax.set_title(f"engine model speed, {args.gpu}/{args.model}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
