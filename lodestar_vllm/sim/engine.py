@@ -124,7 +124,8 @@ class EngineCore:
 
         The backlog ahead of it (waiting prompts, the rest of the current prefill) plus its own uncached
         tokens are chunked through the token budget left over by the current decoders, at the current batch's
-        step time; the step in flight finishes first. Not modelled: seats (``max_num_seqs``) or KV blocks
+        step time; the step in flight finishes first. When the seats (``max_num_seqs``) are all taken, it also
+        waits for one to free up behind the waiting requests (finish steps and output lengths are known). Not modelled: KV blocks
         running out, and prefix hits of the requests ahead."""
         s = self.scheduler
         bs = self.block_size
@@ -143,6 +144,13 @@ class EngineCore:
         t = model.duration(n_dec + last, n_dec + 1, prefill_pairs(hit, own), ctx)
         if full_steps:
             t += full_steps * model.duration(n_dec + per_step, n_dec, 0, ctx)
+        if len(s.running) + len(s.waiting) >= s.max_seqs:
+            wait = s.steps_until_seat()
+            if wait:
+                own_steps = -(-own // per_step)
+                seat_t = (wait + own_steps - 1) * model.duration(n_dec, n_dec, 0, ctx) + model.duration(
+                    n_dec + min(own, per_step), n_dec + 1, prefill_pairs(hit, own), ctx)
+                t = max(t, seat_t)
         if self._busy_until > now:
             t += self._busy_until - now
         return t

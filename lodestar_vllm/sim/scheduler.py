@@ -18,6 +18,7 @@ in order) is taken only in steps where KV blocks run short.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from itertools import islice
@@ -387,6 +388,26 @@ class Scheduler:
         """Tokens still to prefill before a newly arriving request (waiting + the tail prefiller)."""
         pf = self.prefiller
         return self.waiting_tokens + (pf.num_tokens - pf.computed if pf is not None else 0)
+
+    def steps_until_seat(self) -> int:
+        """Steps until a request arriving now could take a seat (``max_num_seqs``), after the waiting ones
+        ahead of it, FCFS: current decoders leave at their known finish step, the prefiller and each waiting
+        request hold a seat for its prefill (at the budget left by the decoders) plus all its outputs."""
+        free_seats = self.max_seqs - len(self.running)
+        if free_seats > len(self.waiting):
+            return 0
+        per_step = max(1, self.budget - self.num_decoding)
+        clock = self.clock
+        leave = [r.finish_clock - clock + 1 for r in self.running.values() if r.decoding]
+        pf = self.prefiller
+        if pf is not None:
+            leave.append(-(-(pf.num_tokens - pf.computed) // per_step) + pf.max_output - pf.num_output)
+        leave += [0] * max(0, free_seats)
+        heapq.heapify(leave)
+        for r in self.waiting:
+            start = heapq.heappop(leave)
+            heapq.heappush(leave, start + -(-r.num_tokens // per_step) + r.max_output - r.num_output)
+        return leave[0]
 
     def decode_context(self) -> int:
         return self.decode_base + self.num_decoding * self.clock

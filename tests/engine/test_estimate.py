@@ -23,11 +23,13 @@ def _measured_ttft(engine: EngineCore, prompt_len: int, now: float) -> float:
     raise AssertionError("probe never got its first token")
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_estimate_tracks_the_ttft_the_engine_then_gives(seed: int) -> None:
+@pytest.mark.parametrize("seats", [2, 4, 256])
+@pytest.mark.parametrize("seed", range(5))
+def test_estimate_tracks_the_ttft_the_engine_then_gives(seed: int, seats: int) -> None:
     rng = random.Random(seed)
-    engine = EngineCore(get_profile("A100", "llama-3.1-8b"), default_engine_config("A100"))
-    for i in range(rng.randint(0, 40)):
+    config = default_engine_config("A100", max_num_seqs=seats)
+    engine = EngineCore(get_profile("A100", "llama-3.1-8b"), config)
+    for i in range(rng.randint(0, 40 if seats > 8 else 12)):
         engine.add_request(EngineRequest(f"x{i}", rng.randint(100, 3000), rng.randint(10, 300), [], 0.0))
     now = 0.0
     for _ in range(rng.randint(0, 30)):
@@ -36,7 +38,7 @@ def test_estimate_tracks_the_ttft_the_engine_then_gives(seed: int) -> None:
     prompt_len = rng.randint(100, 3000)
     estimate = engine.estimate_ttft(prompt_len, [], now)
     actual = _measured_ttft(engine, prompt_len, now)
-    assert estimate == pytest.approx(actual, rel=0.15)
+    assert estimate == pytest.approx(actual, rel=0.2)
 
 
 def test_estimate_sees_queues_and_prefix_hits_without_changing_anything() -> None:
