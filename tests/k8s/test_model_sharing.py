@@ -39,9 +39,16 @@ def elector(api_client: client.ApiClient, identity: str) -> LeaseElector:
                         renew_deadline_s=1.5, retry_period_s=1.0, backoff=fast_backoff)
 
 
+async def background_trainer(learner: ToyLearner) -> None:
+    while True:  # the learned policy's trainer refits on its replay window in the background
+        learner.fit()
+        await asyncio.sleep(0.05)
+
+
 @asynccontextmanager
 async def replica(apiserver: ApiServer, name: str, learner: ToyLearner, *, volume: Path | None = None,
                   start: bool = True) -> AsyncIterator[SharedModelReplica]:
+    trainer = asyncio.create_task(background_trainer(learner))
     async with apiserver.api_client() as api_client:
         core = SharingCore(name, learner.export, learner.import_, validation_loss=learner.validation_loss,
                            config=FAST)
@@ -53,6 +60,7 @@ async def replica(apiserver: ApiServer, name: str, learner: ToyLearner, *, volum
         try:
             yield shared
         finally:
+            trainer.cancel()
             await shared.close(release=False)
 
 

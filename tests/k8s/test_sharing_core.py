@@ -24,8 +24,9 @@ def core_for(name: str, learner: ToyLearner, **kwargs: object) -> SharingCore:
 
 
 def record(payload: bytes, version: int, replica: str = "r", created_at: float = 0.0,
-           loss: float | None = None) -> ModelRecord:
-    return ModelRecord.of(payload, version=version, replica=replica, created_at=created_at, validation_loss=loss)
+           loss: float | None = None, base: int = 0) -> ModelRecord:
+    return ModelRecord.of(payload, version=version, replica=replica, created_at=created_at, validation_loss=loss,
+                          base_version=base)
 
 
 def test_follower_adopts_only_newer_versions_and_counts_refusals() -> None:
@@ -73,15 +74,19 @@ def test_leader_chooses_the_best_fresh_candidate_with_the_next_version() -> None
     leader = core_for("lead", ToyLearner())
     shared = record(b"s", 7, created_at=0.0)
     candidates = [
-        record(b"stale-but-best", 1, "old", created_at=0.0, loss=0.01),  # older than the TTL at t=10
-        record(b"good", 3, "b", created_at=9.0, loss=0.2),
-        record(b"better", 2, "c", created_at=8.5, loss=0.1),
-        record(b"unscored", 4, "d", created_at=9.5, loss=None),
-        record(b"s", 5, "e", created_at=9.9, loss=0.0),  # the shared weights themselves: nothing new
+        record(b"stale-but-best", 1, "old", created_at=0.0, loss=0.01, base=7),  # older than the TTL at t=10
+        record(b"older-lineage", 6, "f", created_at=9.8, loss=0.05, base=6),  # trained before v7: lacks its outcomes
+        record(b"good", 3, "b", created_at=9.0, loss=0.2, base=7),
+        record(b"better", 2, "c", created_at=8.5, loss=0.1, base=7),
+        record(b"unscored", 4, "d", created_at=9.5, loss=None, base=7),
+        record(b"s", 5, "e", created_at=9.9, loss=0.0, base=7),  # the shared weights themselves: nothing new
     ]
     chosen = leader.choose(candidates, shared, now=10.0)
     assert chosen is not None
     assert (chosen.payload, chosen.replica, chosen.version) == (b"better", "c", 8)
+    # An unreadable shared model: any lineage may replace it, above the stored version number.
+    replacement = leader.choose(candidates, None, now=10.0, min_version=7)
+    assert replacement is not None and replacement.version == 8 and replacement.payload == b"s"
     assert leader.choose([], shared, now=11.0) is None
     first = leader.choose([record(b"first", 1, "b", created_at=0.0)], None, now=1.0)
     assert first is not None and first.version == 1
@@ -91,8 +96,8 @@ def test_leader_rescoring_refuses_a_candidate_worse_than_the_shared_model() -> N
     learner = ToyLearner()
     leader = core_for("lead", learner, evaluate=learner.evaluate)
     shared = record(json.dumps(["a", "b", "c"]).encode(), 3)
-    worse = record(json.dumps(["a"]).encode(), 1, "b", created_at=1.0, loss=0.0)  # self-reported loss lies
-    better = record(json.dumps(["a", "b", "c", "d"]).encode(), 1, "c", created_at=1.0, loss=0.9)
+    worse = record(json.dumps(["a"]).encode(), 1, "b", created_at=1.0, loss=0.0, base=3)  # self-reported loss lies
+    better = record(json.dumps(["a", "b", "c", "d"]).encode(), 1, "c", created_at=1.0, loss=0.9, base=3)
     assert leader.choose([worse], shared, now=2.0) is None
     chosen = leader.choose([worse, better], shared, now=2.0)
     assert chosen is not None and chosen.replica == "c" and chosen.validation_loss == pytest.approx(0.2)

@@ -189,6 +189,7 @@ class ConfigMapModelBoard:
             "digest": record.digest,
             "createdAt": repr(record.created_at),
             "validationLoss": "" if record.validation_loss is None else repr(record.validation_loss),
+            "baseVersion": str(record.base_version),
             "encoding": encoding,
             "size": str(len(record.payload)),
         }
@@ -250,6 +251,7 @@ class ConfigMapModelBoard:
             created_at=_float(data.get("createdAt")) or 0.0,
             payload=payload,
             validation_loss=_float(loss_text) if loss_text else None,
+            base_version=_int(data.get("baseVersion")) or 0,
         )
 
     # ---- shared volume ------------------------------------------------------------------------------------

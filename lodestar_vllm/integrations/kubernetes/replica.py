@@ -22,7 +22,7 @@ from lodestar_vllm.integrations.kubernetes.model_board import (
     ConfigMapModelBoard,
     CorruptRecord,
 )
-from lodestar_vllm.integrations.kubernetes.sharing import ModelRecord, SharingCore
+from lodestar_vllm.integrations.kubernetes.sharing import SharingCore
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,13 @@ class SharedModelReplica:
                     self.stats.too_large += 1
                     log.warning("candidate not shared: %s", error)
         if self.elector.is_leader and self.core.publish_due(now):
+            floor = 0
             try:
                 shared = await self.board.read_shared()
             except CorruptRecord:
-                # A corrupt shared model is replaced by the next publish, above its version number.
-                version = await self.board.stored_version() or 0
-                shared = ModelRecord(version=version, replica="", digest="", created_at=0.0, payload=b"")
-            record = self.core.choose(await self.board.candidates(), shared, now)
+                # A corrupt shared model is replaced by the next publish (any lineage), above its version.
+                shared, floor = None, await self.board.stored_version() or 0
+            record = self.core.choose(await self.board.candidates(), shared, now, min_version=floor)
             if record is not None:
                 # The lease may have moved while we read: a stale leader must not publish.
                 if not self.elector.is_leader:

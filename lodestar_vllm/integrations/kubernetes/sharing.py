@@ -9,7 +9,7 @@ Scheme ("train everywhere, publish the best validated"):
   next *shared* version (monotonic);
 - every replica adopts a newer shared version through ``import_`` (a refusal is counted, not fatal) and keeps
   training from it on its own outcomes, so a follower's outcomes reach the shared model through its next
-  candidate.
+  candidate; only candidates that descend from the current shared version compete (``base_version``).
 
 The learner stays behind callables and bytes (``export() -> bytes``, ``import_(bytes) -> bool``): nothing here
 imports it, Kubernetes, or a clock (``now`` is passed in).
@@ -49,12 +49,21 @@ class ModelRecord:
     created_at: float
     payload: bytes = field(repr=False)
     validation_loss: float | None = None
+    # The shared version the producer had loaded when it exported: the lineage of these weights.
+    base_version: int = 0
 
     @classmethod
     def of(
-        cls, payload: bytes, *, version: int, replica: str, created_at: float, validation_loss: float | None = None
+        cls,
+        payload: bytes,
+        *,
+        version: int,
+        replica: str,
+        created_at: float,
+        validation_loss: float | None = None,
+        base_version: int = 0,
     ) -> ModelRecord:
-        return cls(version, replica, digest_of(payload), created_at, payload, validation_loss)
+        return cls(version, replica, digest_of(payload), created_at, payload, validation_loss, base_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +187,7 @@ class SharingCore:
         loss = _safe_loss(self._validation_loss) if self._validation_loss else None
         self._candidate_seq += 1
         self._own_digests.append(digest)
-        return ModelRecord(self._candidate_seq, self.replica_id, digest, now, payload, loss)
+        return ModelRecord(self._candidate_seq, self.replica_id, digest, now, payload, loss, self.loaded_version)
 
     def candidate_posted(self, candidate: ModelRecord) -> None:
         """The board holds ``candidate``: the same bytes are not sent again. (A failed post is simply retried
@@ -192,13 +201,18 @@ class SharingCore:
         return now - self._last_publish_at >= self.config.publish_interval_s
 
     def choose(
-        self, candidates: Iterable[ModelRecord], shared: ModelRecord | None, now: float
+        self, candidates: Iterable[ModelRecord], shared: ModelRecord | None, now: float, *, min_version: int = 0
     ) -> ModelRecord | None:
-        """The record to publish next (version = shared.version + 1), or None when nothing better is fresh."""
+        """The record to publish next (version = shared.version + 1, at least ``min_version`` + 1), or None when
+        no fresh candidate descends from the shared model.
+
+        Only candidates trained on top of the current shared version compete: each published model is the
+        previous one plus one replica's newer outcomes, so publishing never goes back to weights that lack
+        outcomes already shared (a leftover candidate from an older lineage would)."""
         self._last_publish_at = now
         fresh = [c for c in candidates if c.payload and now - c.created_at <= self.config.candidate_ttl_s]
         if shared is not None:
-            fresh = [c for c in fresh if c.digest != shared.digest]
+            fresh = [c for c in fresh if c.digest != shared.digest and c.base_version >= shared.version]
         if not fresh:
             return None
         scored = [(self._score(c), c) for c in fresh]
@@ -208,7 +222,7 @@ class SharingCore:
             shared_loss = _safe_loss(lambda: self._evaluate(shared.payload))  # type: ignore[misc]
             if shared_loss is not None and best_loss >= shared_loss * (1.0 - self.config.min_improvement):
                 return None
-        version = (shared.version if shared is not None else 0) + 1
+        version = max(shared.version if shared is not None else 0, min_version) + 1
         return replace(best, version=version, validation_loss=best_loss)
 
     def published(self, record: ModelRecord, accepted: bool) -> None:
