@@ -136,6 +136,8 @@ class SharingCore:
         is not retried until a newer version appears."""
         if shared is None or not self.wants(shared):
             return False
+        # Set even when the import is refused: a replica that cannot load the shared model (a new feature
+        # schema during a rolling upgrade) may then start a new lineage, which is how a fleet moves on.
         self.loaded_version = shared.version
         if shared.digest in self._own_digests:
             self.stats.own_versions += 1
