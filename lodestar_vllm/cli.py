@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench-engine": ("lodestar_vllm.sim.bench_steps", "engine-model speed: virtual-time steps per second"),
     "bench-overhead": ("lodestar_vllm.bench.overhead", "decision cost of the learned router, event-loop lag"),
     "workload": ("lodestar_vllm.workloads.command", "inspect or export a workload (generators, traces)"),
+    "warm-restart": ("lodestar_vllm.bench.warm_restart", "TTFT in the first minute after a restart, cold vs checkpoint"),
+    "dashboard": ("lodestar_vllm.bench.dashboard_render", "capture router metrics on loopback, render the Grafana dashboard"),
 }
 
 
