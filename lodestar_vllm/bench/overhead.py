@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decisions", type=int, default=2000, help="timed decisions per instance count")
     parser.add_argument("--lag-seconds", type=float, default=5.0, help="event-loop lag measurement window")
     parser.add_argument("--blocks", type=int, default=1_000_000, help="prefix-index blocks for the memory test")
+    parser.add_argument("--ledger-records", type=int, default=100_000, help="ledger records for the memory test")
+    parser.add_argument("--warmup", type=int, default=700, help="requests that train the model before timing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="directory for results.json and overhead.png")
 
@@ -81,11 +83,13 @@ class _SyntheticFleet:
                        prompt_tokens=tokens, completion_tokens=64)
 
 
-def _trained_policy(n: int, seed: int, **options: Any) -> tuple[LearnedPolicy, _SyntheticFleet, float]:
-    policy = LearnedPolicy(seed=seed, first_fit_samples=300, refit_every_samples=300, **options)
+def _trained_policy(n: int, seed: int, warmup: int, **options: Any
+                    ) -> tuple[LearnedPolicy, _SyntheticFleet, float]:
+    first = max(50, min(300, warmup // 2))
+    policy = LearnedPolicy(seed=seed, first_fit_samples=first, refit_every_samples=first, **options)
     fleet = _SyntheticFleet(n, seed)
     now = 0.0
-    for _ in range(700):
+    for _ in range(warmup):
         req = fleet.request(now)
         d = policy.route(req, fleet.views(now), now)
         policy.on_outcome(fleet.outcome(req, d.url, now))
@@ -93,8 +97,8 @@ def _trained_policy(n: int, seed: int, **options: Any) -> tuple[LearnedPolicy, _
     return policy, fleet, now
 
 
-def measure_decisions(n: int, decisions: int, seed: int) -> dict[str, Any]:
-    policy, fleet, now = _trained_policy(n, seed)
+def measure_decisions(n: int, decisions: int, seed: int, warmup: int) -> dict[str, Any]:
+    policy, fleet, now = _trained_policy(n, seed, warmup)
     samples = np.empty(decisions)
     paths: dict[str, int] = {}
     gc.collect()
@@ -125,8 +129,8 @@ async def _lag_probe(seconds: float, period: float = 0.001) -> list[float]:
     return lags
 
 
-async def _lag_with_training(seconds: float, seed: int) -> dict[str, Any]:
-    policy, fleet, now = _trained_policy(16, seed, trainer_mode="background", refit_every_s=0.05)
+async def _lag_with_training(seconds: float, seed: int, warmup: int) -> dict[str, Any]:
+    policy, fleet, now = _trained_policy(16, seed, warmup, trainer_mode="background", refit_every_s=0.05)
     # Keep the trainer busy: a refit is due after every 50 samples, fed from the event loop as a host would.
     policy.trainer.config.refit_every_samples = 50
     runs_before = policy.trainer.stats.runs
@@ -151,9 +155,10 @@ async def _lag_with_training(seconds: float, seed: int) -> dict[str, Any]:
             "idle_lag_p99_ms": float(np.percentile(baseline, 99) * 1e3), "probes": len(lags)}
 
 
-def measure_memory(blocks: int, seed: int) -> dict[str, Any]:
+def measure_memory(blocks: int, ledger_records: int, seed: int) -> dict[str, Any]:
     engines = 64
     per_engine = blocks // engines + 1
+    chain_len = min(256, per_engine)
     gc.collect()
     tracemalloc.start()
     index = PrefixIndex(block_tokens=32, default_capacity_blocks=per_engine, max_total_blocks=blocks)
@@ -161,19 +166,19 @@ def measure_memory(blocks: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     h = rng.getrandbits(62)
     for i in range(blocks):
-        # Distinct chained hashes, 256-block prompts: the same structures insert() builds from text.
-        if i % 256 == 0:
+        # Distinct chained hashes in prompt-sized chains: the same structures insert() builds from text.
+        if i % chain_len == 0:
             chain = []
         h = (h * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
         chain.append(h)
-        if len(chain) == 256 or i == blocks - 1:
-            index.insert(f"http://engine-{(i // 256) % engines}:8000", chain, now=float(i))
+        if len(chain) == chain_len or i == blocks - 1:
+            index.insert(f"http://engine-{(i // chain_len) % engines}:8000", chain, now=float(i))
     index_bytes = tracemalloc.get_traced_memory()[0] - base
-    ledger = Ledger()
+    ledger = Ledger(max_records=ledger_records)
     base = tracemalloc.get_traced_memory()[0]
     feats = np.zeros(28)
     for i in range(ledger.max_records):
-        ledger.dispatch(DecisionRecord(f"req-{i:08d}", f"http://engine-{i % engines}:8000", float(i), "model", "model v1",
+        ledger.dispatch(DecisionRecord(f"req-{i:08d}", f"http://engine-{i % engines}:8000", 0.0, "model", "model v1",
                                        1000, 600, 128, 0, 0.1, 0.1, feats.copy(), "x", 0.1))
     ledger_bytes = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -184,17 +189,19 @@ def measure_memory(blocks: int, seed: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     counts = [int(c) for c in str(args.instances).split(",") if c.strip()]
-    if not counts or any(c <= 0 for c in counts) or args.decisions <= 0 or args.blocks <= 0:
-        raise SystemExit("bench-overhead: --instances, --decisions and --blocks must be positive")
+    if not counts or any(c <= 0 for c in counts) or min(args.decisions, args.blocks, args.ledger_records) <= 0 \
+            or args.warmup < 100:
+        raise SystemExit("bench-overhead: --instances, --decisions, --blocks and --ledger-records must be positive "
+                         "and --warmup >= 100")
     results: dict[str, Any] = {"decision": [], "lag": None, "memory": None}
     targets = {8: 300.0, 64: 1000.0}
     for n in counts:
         print(f"[1/3] timing {args.decisions} decisions at {n} instances ...", flush=True)
-        results["decision"].append(measure_decisions(n, args.decisions, args.seed))
+        results["decision"].append(measure_decisions(n, args.decisions, args.seed, args.warmup))
     print(f"[2/3] event-loop lag for {args.lag_seconds:.0f} s while the background trainer refits ...", flush=True)
-    results["lag"] = asyncio.run(_lag_with_training(args.lag_seconds, args.seed))
+    results["lag"] = asyncio.run(_lag_with_training(args.lag_seconds, args.seed, args.warmup))
     print(f"[3/3] memory at {args.blocks} prefix-index blocks and a full ledger ...", flush=True)
-    results["memory"] = measure_memory(args.blocks, args.seed)
+    results["memory"] = measure_memory(args.blocks, args.ledger_records, args.seed)
 
     print("\n| instances | decision p50 us | p99 us | mean us | target p99 | paths |")
     print("|---|---|---|---|---|---|")
