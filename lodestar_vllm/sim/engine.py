@@ -27,7 +27,9 @@ class EngineRequest:
     request_id: str
     prompt_len: int
     max_tokens: int
-    # Chained hashes of the FULL blocks of the prompt at the engine's block size (len == prompt_len // block_size)
+    # Chained hashes of the FULL blocks of the prompt at the engine's block size (len == prompt_len // block_size).
+    # May go on over the reply the request will generate (prompt + output text, at most
+    # (prompt_len + max_tokens) // block_size): its full output blocks are then prefix-cached as computed.
     block_hashes: Sequence[int]
     arrival_time: float
 

@@ -34,7 +34,7 @@ class Request:
     __slots__ = (
         "request_id", "prompt_len", "max_output", "block_hashes", "arrival_time",
         "num_output", "computed", "blocks", "num_hashed", "cached_tokens", "scheduled_once", "running",
-        "decoding", "g0", "c0", "o0", "phase", "finish_clock",
+        "decoding", "g0", "c0", "o0", "phase", "finish_clock", "hashes_beyond_prompt",
     )
 
     def __init__(self, request_id: str, prompt_len: int, max_output: int, block_hashes: Sequence[int],
@@ -58,6 +58,9 @@ class Request:
         self.o0 = 0
         self.phase = 0
         self.finish_clock = 0
+        # Set by the scheduler when the caller hashed the reply too (prompt + output text): its full blocks
+        # are then cached as they are computed, as vLLM caches generated blocks, for a follow-up turn to hit.
+        self.hashes_beyond_prompt = False
 
     @property
     def num_tokens(self) -> int:
@@ -122,13 +125,14 @@ class Scheduler:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if prompt_len >= self.max_model_len:
             raise ValueError(f"prompt of {prompt_len} tokens does not fit max_model_len {self.max_model_len}")
-        if len(block_hashes) > prompt_len // self.bs:
+        if len(block_hashes) > (prompt_len + max_tokens) // self.bs:
             raise ValueError(
-                f"{len(block_hashes)} block hashes for a {prompt_len}-token prompt: at most "
-                f"{prompt_len // self.bs} full blocks of {self.bs}"
+                f"{len(block_hashes)} block hashes for a {prompt_len}-token prompt and {max_tokens} output tokens:"
+                f" at most {(prompt_len + max_tokens) // self.bs} full blocks of {self.bs}"
             )
         max_output = min(max_tokens, self.max_model_len - prompt_len)
         r = Request(request_id, prompt_len, max_output, block_hashes, arrival_time)
+        r.hashes_beyond_prompt = len(block_hashes) > prompt_len // self.bs
         self.requests[request_id] = r
         self.waiting.append(r)
         self.waiting_tokens += prompt_len
@@ -143,6 +147,8 @@ class Scheduler:
         else:
             if r.decoding:
                 self._leave_decode(r, self.clock)
+                if r.hashes_beyond_prompt:
+                    self._cache_output_blocks(r, r.computed)
             if r is self.prefiller:
                 self.prefiller = None
             del self.running[request_id]
@@ -212,6 +218,13 @@ class Scheduler:
                 self.pool.cache_blocks(r.blocks, r.block_hashes, r.num_hashed, full)
                 r.num_hashed = full
 
+    def _cache_output_blocks(self, r: Request, computed: int) -> None:
+        """Register the reply blocks that ``computed`` tokens have filled (only when the caller hashed them)."""
+        full = min(len(r.block_hashes), computed // self.bs)
+        if full > r.num_hashed:
+            self.pool.cache_blocks(r.blocks, r.block_hashes, r.num_hashed, full)
+            r.num_hashed = full
+
     def _sample_after_prefill(self, r: Request, out: SchedulerOutput) -> None:
         """``r`` computed all its tokens in this step: it emits one and decodes on (or finishes)."""
         r.num_output += 1
@@ -237,6 +250,8 @@ class Scheduler:
     def _preempt(self, r: Request) -> None:
         if r.decoding:
             self._leave_decode(r, self.clock)
+            if r.hashes_beyond_prompt:
+                self._cache_output_blocks(r, r.computed)
         if r is self.prefiller:
             self.prefiller = None
         tail_id, _tail = self.running.popitem()  # preemption always takes the tail
@@ -267,6 +282,9 @@ class Scheduler:
         if need <= pool.num_free:
             if crossing:
                 pool.allocate_each([r.blocks for r in crossing])
+                for r in crossing:
+                    if r.hashes_beyond_prompt:
+                        self._cache_output_blocks(r, r.c0 + clock - r.g0)
             if pf is not None:
                 pool.allocate(self._blocks_needed(pf, pf_chunk), pf.blocks)
         else:
@@ -294,6 +312,8 @@ class Scheduler:
         if done:
             for r in done:
                 self._leave_decode(r, clock + 1, finishing=True)
+                if r.hashes_beyond_prompt:
+                    self._cache_output_blocks(r, r.computed)
                 self._finish(r, out)
         if self.finishing:
             for r in self.finishing:
@@ -333,6 +353,8 @@ class Scheduler:
                 break  # r itself was preempted: it was the tail, nothing after it
             if r.decoding:
                 r.blocks.append(pool.allocate_one())
+                if r.hashes_beyond_prompt:
+                    self._cache_output_blocks(r, r.c0 + self.clock - r.g0)
             else:
                 pool.allocate(need, r.blocks)
                 pf_chunk = chunk

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from lodestar_vllm.sim.engine import EngineRequest
 from lodestar_vllm.sim.kv_cache import BlockPool
-from lodestar_vllm.tokenizer import text_for_tokens
+from lodestar_vllm.tokenizer import text_block_hashes, text_for_tokens
 from tests.engine.conftest import make_engine, request, run_to_end
 
 
@@ -109,3 +110,37 @@ def test_prefix_caching_off_never_hits() -> None:
         run_to_end(engine)
     assert engine.cached_tokens("b") == 0
     assert engine.stats().prefix_cache_hits_total == 0
+
+
+def _turns(reply_hashed: bool) -> int:
+    engine = make_engine()
+    prompt = text_for_tokens(40, seed=21)
+    reply = text_for_tokens(40, seed=22)
+    hashed_text = prompt + reply if reply_hashed else prompt
+    first = EngineRequest("t1", 40, 40, text_block_hashes(hashed_text, 16), 0.0)
+    engine.add_request(first)
+    run_to_end(engine)
+    follow = prompt + reply + text_for_tokens(30, seed=23)
+    engine.add_request(request("t2", follow))
+    run_to_end(engine)
+    return engine.cached_tokens("t2")
+
+
+def test_a_hashed_reply_is_cached_for_the_next_turn() -> None:
+    # 40 prompt + 40 reply tokens: 79 computed (the last sampled token never is) -> 4 full blocks cached.
+    assert _turns(reply_hashed=True) == 64
+    assert _turns(reply_hashed=False) == 32  # only the prompt's 2 full blocks
+
+
+def test_reply_blocks_computed_before_an_abort_stay_cached() -> None:
+    engine = make_engine()
+    prompt = text_for_tokens(40, seed=31)
+    reply = text_for_tokens(80, seed=32)
+    engine.add_request(EngineRequest("a", 40, 80, text_block_hashes(prompt + reply, 16), 0.0))
+    now = 0.0
+    for _ in range(31):  # prefill + 30 decode steps: 70 tokens computed -> 4 full blocks
+        now += engine.step(now).duration
+    assert engine.abort_request("a")
+    engine.add_request(request("b", prompt + reply[: 40 * 4] + text_for_tokens(10, seed=33)))
+    run_to_end(engine, now)
+    assert engine.cached_tokens("b") == 64
