@@ -136,3 +136,20 @@ def test_target_load_brackets_the_factor() -> None:
     assert by_rate[rate] >= 3.0
     below = [r for r in by_rate if r < rate]
     assert below and by_rate[max(below)] < 3.0  # the next lower rate tried misses the target
+
+
+def test_cli_bench_and_demo_write_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lodestar_vllm.cli import main
+
+    rc = main(["bench", "--cluster", "tiny", "--workload", "prefix-sharing", "--max-requests", "20",
+               "--policies", "roundrobin,oracle-greedy", "--jobs", "1", "--no-progress", "--out", str(tmp_path / "b")])
+    assert rc == 0
+    doc = load_results(tmp_path / "b" / "results.json")
+    assert list(doc["policies"]) == ["roundrobin", "oracle-greedy"] and doc["policies"]["roundrobin"]["completed"] == 20
+    assert "| oracle-greedy |" in capsys.readouterr().out
+    rc = main(["demo", "--duration", "3", "--policies", "least-request,oracle-greedy", "--jobs", "1",
+               "--no-progress", "--out", str(tmp_path / "demo")])
+    assert rc == 0
+    demo = load_results(tmp_path / "demo" / "results.json")
+    assert demo["scenario"]["cluster"] == "mixed-fleet" and demo["scenario"]["duration"] == 3.0
+    assert (tmp_path / "demo" / "report.md").exists()
