@@ -45,7 +45,9 @@ class ApproxPrefixIndex:
         self.lru_capacity_per_server = lru_capacity_per_server
         self.auto_tune = auto_tune
         self._server_lru: dict[str, OrderedDict[int, None]] = {}
-        self._hash_servers: dict[int, set[str]] = {}
+        # Server sets are interned frozensets: a container per block would make the cyclic GC dominate.
+        self._hash_servers: dict[int, frozenset[str]] = {}
+        self._singles: dict[str, frozenset[str]] = {}
         self._capacity: dict[str, int] = {}
 
     def block_size(self, candidates: Sequence[InstanceView]) -> int:
@@ -83,6 +85,9 @@ class ApproxPrefixIndex:
                 capacity = view.metrics.num_gpu_blocks
             self._capacity[server] = capacity
         capacity = self._capacity[server]
+        single = self._singles.get(server)
+        if single is None:
+            single = self._singles[server] = frozenset((server,))
         hash_servers = self._hash_servers
         for h in hashes:
             if h in lru:
@@ -91,9 +96,9 @@ class ApproxPrefixIndex:
                 lru[h] = None
             servers = hash_servers.get(h)
             if servers is None:
-                hash_servers[h] = {server}
-            else:
-                servers.add(server)
+                hash_servers[h] = single
+            elif server not in servers:
+                hash_servers[h] = servers | single
         while len(lru) > capacity:
             evicted, _ = lru.popitem(last=False)
             self._drop(evicted, server)
@@ -104,13 +109,16 @@ class ApproxPrefixIndex:
             self._capacity.pop(server, None)
             for h in lru or ():
                 self._drop(h, server)
+            self._singles.pop(server, None)
 
     def size(self) -> int:
         return sum(len(lru) for lru in self._server_lru.values())
 
     def _drop(self, h: int, server: str) -> None:
         servers = self._hash_servers.get(h)
-        if servers is not None:
-            servers.discard(server)
-            if not servers:
+        if servers is not None and server in servers:
+            rest = servers - {server}
+            if rest:
+                self._hash_servers[h] = rest
+            else:
                 del self._hash_servers[h]

@@ -34,7 +34,9 @@ class HashTrie:
             raise ValueError(f"chunk_size and max_nodes must be positive, got {chunk_size}, {max_nodes}")
         self.chunk_size = chunk_size
         self.max_nodes = max_nodes
-        self._nodes: OrderedDict[int, set[str]] = OrderedDict()
+        # Endpoint sets are interned frozensets: a container per node would make the cyclic GC dominate.
+        self._nodes: OrderedDict[int, frozenset[str]] = OrderedDict()
+        self._singles: dict[str, frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -45,7 +47,7 @@ class HashTrie:
 
     def longest_prefix_match(self, hashes: list[int], available: set[str]) -> tuple[int, set[str]]:
         """(matched characters, endpoints holding that longest prefix) among ``available``."""
-        selected = available
+        selected: set[str] | frozenset[str] = available
         match_length = 0
         for h in hashes:
             endpoints = self._nodes.get(h)
@@ -56,28 +58,37 @@ class HashTrie:
                 break
             match_length += self.chunk_size
             selected = intersection
-        return match_length, selected
+        return match_length, set(selected)
 
     def insert(self, hashes: list[int], endpoint: str) -> None:
         nodes = self._nodes
+        single = self._singles.get(endpoint)
+        if single is None:
+            single = self._singles[endpoint] = frozenset((endpoint,))
+        get, move = nodes.get, nodes.move_to_end
         for h in hashes:
-            endpoints = nodes.get(h)
+            endpoints = get(h)
             if endpoints is None:
-                nodes[h] = {endpoint}
+                nodes[h] = single
             else:
-                endpoints.add(endpoint)
-                nodes.move_to_end(h)
-        while len(nodes) > self.max_nodes:
-            nodes.popitem(last=False)
+                if endpoint not in endpoints:
+                    nodes[h] = endpoints | single
+                move(h)
+        excess = len(nodes) - self.max_nodes
+        if excess > 0:
+            pop = nodes.popitem
+            for _ in range(excess):
+                pop(False)
 
     def forget(self, endpoints: set[str]) -> None:
-        empty = []
-        for h, held in self._nodes.items():
-            held -= endpoints
-            if not held:
-                empty.append(h)
-        for h in empty:
-            del self._nodes[h]
+        changed = {h: held - endpoints for h, held in self._nodes.items() if not held.isdisjoint(endpoints)}
+        for h, held in changed.items():
+            if held:
+                self._nodes[h] = held
+            else:
+                del self._nodes[h]
+        for endpoint in endpoints:
+            self._singles.pop(endpoint, None)
 
 
 class PrefixAwarePolicy(TrackedPolicy):
