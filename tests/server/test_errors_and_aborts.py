@@ -55,7 +55,7 @@ async def test_max_tokens_clamped_to_context_left() -> None:
 
 async def _wait_idle(emu: Running, rounds: int = 200) -> None:
     for _ in range(rounds):  # bounded: up to ~4 s
-        stats = emu.server.engine.stats()
+        stats = emu.server.engine.core.stats()
         if stats.num_running == 0 and stats.num_waiting == 0:
             return
         await asyncio.sleep(0.02)
@@ -76,15 +76,17 @@ async def test_stream_disconnect_aborts_and_frees_blocks(path: str) -> None:
                     lines += line.startswith("data: ")
                     if lines >= 3:
                         break
-                during = emu.server.engine.stats()
+                during = emu.server.engine.core.stats()
                 assert during.num_running == 1 and during.kv_cache_usage > 0
         # the client is gone: the engine must drop the request and release its KV blocks
         await _wait_idle(emu)
-        after = emu.server.engine.stats()
+        after = emu.server.engine.core.stats()
         assert after.num_running == 0 and after.kv_cache_usage == 0.0
         assert emu.server.engine.num_streams == 0
         exposition = (await emu.client.get("/metrics")).text
         assert metric_value(exposition, "vllm:request_success_total", finished_reason="abort") == 1.0
+        assert metric_value(exposition, "vllm:num_requests_running") == 0
+        assert metric_value(exposition, "vllm:kv_cache_usage_perc") == 0
 
 
 async def test_non_streaming_disconnect_aborts() -> None:
@@ -94,16 +96,16 @@ async def test_non_streaming_disconnect_aborts() -> None:
                 other.post("/v1/completions", json={"prompt": list(range(300)), "max_tokens": 1500})
             )
             for _ in range(200):
-                if emu.server.engine.stats().num_running == 1:
+                if emu.server.engine.core.stats().num_running == 1:
                     break
                 await asyncio.sleep(0.01)
-            assert emu.server.engine.stats().num_running == 1
+            assert emu.server.engine.core.stats().num_running == 1
             task.cancel()  # closes the connection mid-request
             with pytest.raises(asyncio.CancelledError):
                 await task
         await _wait_idle(emu)
-        assert emu.server.engine.stats().num_running == 0
-        assert emu.server.engine.stats().kv_cache_usage == 0.0
+        assert emu.server.engine.core.stats().num_running == 0
+        assert emu.server.engine.core.stats().kv_cache_usage == 0.0
 
 
 async def test_dead_engine_reports_503_and_fails_requests() -> None:

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lodestar_vllm.sim.engine import EngineCore
 from lodestar_vllm.sim.profiles import default_engine_config, get_profile
-from lodestar_vllm.sim.realtime import RealtimeEngine
+from lodestar_vllm.sim.realtime import IngestCost, RealtimeEngine
 from lodestar_vllm.sim.vllm_metrics import TIME_TO_FIRST_TOKEN_BUCKETS, request_tokens_buckets
 from tests.server.conftest import MODEL, Running, metric_value, run_emulator
 
@@ -120,5 +120,37 @@ async def test_driver_is_idle_without_work_and_events_follow_engine_clock() -> N
         taken = len(steps)
         await asyncio.sleep(0.05)
         assert len(steps) == taken  # idle again: no busy loop
+    finally:
+        await engine.stop()
+
+
+async def test_ingest_delays_scheduling_and_a_shared_core_blocks_the_engine() -> None:
+    core = EngineCore(get_profile("cpu", "tiny"), default_engine_config("cpu"))
+    engine = RealtimeEngine(core, time_scale=50.0, ingest=IngestCost(fixed_s=0.5, shares_engine=True))
+    await engine.start()
+    try:
+        first = engine.submit("a", 100, 2, [])
+        second = engine.submit("b", 100, 2, [])
+        assert core.stats().num_waiting == 0  # still being ingested: the scheduler has not seen them
+        a = [e async for e in first]
+        b = [e async for e in second]
+        # one core: "b" is ingested after "a" (0.5 s each, engine clock) and no step runs meanwhile
+        assert a[0].time - first.request.arrival_time >= 0.5
+        assert b[0].time - second.request.arrival_time >= 1.0
+    finally:
+        await engine.stop()
+
+
+async def test_abort_while_ingesting_never_reaches_the_engine() -> None:
+    core = EngineCore(get_profile("cpu", "tiny"), default_engine_config("cpu"))
+    engine = RealtimeEngine(core, time_scale=10.0, ingest=IngestCost(fixed_s=1.0))
+    await engine.start()
+    try:
+        stream = engine.submit("x", 100, 5, [])
+        engine.abort("x")
+        assert [e.finish_reason async for e in stream] == ["abort"]
+        await asyncio.sleep(0.15)  # past the ingest time (1.0 engine s = 0.1 s wall)
+        assert core.stats().num_waiting == 0 and core.stats().num_running == 0
+        assert core.stats().prefix_cache_queries_total == 0
     finally:
         await engine.stop()
