@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from lodestar_vllm.core.types import Decision, DecisionPath, InstanceView, Outcome, RequestInfo
 from lodestar_vllm.policies.base import RoutingPolicy
@@ -42,3 +44,10 @@ class StubPolicy(RoutingPolicy):
 
     def explain(self, request_id: str) -> dict[str, object]:
         return {"stub": request_id in self.routed_ids}
+
+    def export_checkpoint(self) -> bytes:
+        return json.dumps({"outcomes": len(self.outcomes)}).encode()
+
+    def load_checkpoint(self, path: str) -> bool:
+        self.restored = json.loads(Path(path).read_bytes())
+        return True

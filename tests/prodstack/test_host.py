@@ -132,7 +132,7 @@ def test_real_router_outcomes_for_ok_failed_and_aborted(activation: str, tmp_pat
             env = {}
         elif activation == "launcher":
             cmd = [_bin("lodestar-vllm-router"), *stock, "--routing-logic", "learned", "--lodestar-policy", STUB,
-                   "--lodestar-scrape-interval", "0.2"]
+                   "--lodestar-scrape-interval", "0.2", "--lodestar-checkpoint-path", str(tmp_path / "ckpt.json")]
             env = {}
         else:
             cmd = [_bin("vllm-router"), *stock, "--routing-logic", "roundrobin",
@@ -169,6 +169,8 @@ def test_real_router_outcomes_for_ok_failed_and_aborted(activation: str, tmp_pat
     assert sorted(status["scraper"]["engines"]) == sorted([a.url, b.url])
     assert "vllm_router" in metrics or "num_requests" in metrics
     assert rc in (0, -15), log[-3000:]
+    if activation == "launcher":  # written at shutdown, after every outcome was delivered
+        assert json.loads((tmp_path / "ckpt.json").read_text()) == {"outcomes": 7 + outcomes["failed"]}
 
 
 def _wait_for(client: httpx.Client, ready, timeout: float = 10.0) -> dict:

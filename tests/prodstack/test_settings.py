@@ -25,3 +25,11 @@ def test_flags_override_env_over_defaults() -> None:
 def test_bad_values_name_the_setting(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match="lodestar"):
         LodestarSettings.from_sources(None, env)
+
+
+def test_kubernetes_awareness_only_when_asked_for() -> None:
+    from lodestar_vllm.integrations.production_stack.runtime import kubernetes_requested
+
+    assert not kubernetes_requested({"LODESTAR_POLICY": "learned", "KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert not kubernetes_requested({"LODESTAR_K8S_SHARING": ""})
+    assert kubernetes_requested({"LODESTAR_K8S_ENGINE_SELECTOR": "app=vllm"})

@@ -312,7 +312,7 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def print_table(runs: dict[str, Any]) -> None:
-    print(f"\n{'logic':<14}{'n':>5}{'ok':>5}{'failed':>7}{'TTFT mean':>11}{'P50':>8}{'P90':>8}{'P99':>8}"
+    print(f"\n{'logic':<24}{'n':>5}{'ok':>5}{'failed':>7}{'TTFT mean':>11}{'P50':>8}{'P90':>8}{'P99':>8}"
           f"{'E2E mean':>10}{'start s':>9}{'RSS MB':>8}")
     for logic, run in runs.items():
         rows = run["results"]
@@ -327,7 +327,7 @@ def print_table(runs: dict[str, Any]) -> None:
         e2e = f"{e2es.mean():10.3f}" if len(e2es) else f"{'-':>10}"
         rss = run.get("router_rss_mb")
         rss_text = f"{rss:8.0f}" if rss else f"{'-':>8}"
-        print(f"{logic:<14}{len(rows):>5}{ok:>5}{len(rows) - ok:>7}{mean}{q(50)}{q(90)}{q(99)}{e2e}"
+        print(f"{logic:<24}{len(rows):>5}{ok:>5}{len(rows) - ok:>7}{mean}{q(50)}{q(90)}{q(99)}{e2e}"
               f"{run.get('router_startup_s', 0):9.1f}{rss_text}")
     print("(seconds, client side: TTFT = request sent -> first streamed token; E2E = -> end of stream)")
 
