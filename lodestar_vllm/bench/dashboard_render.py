@@ -201,13 +201,9 @@ def evaluate(node: Node, store: SeriesStore, t: float) -> Vector:
         out = {}
         for labels, points in store.select(node.child.name, dict(node.child.matchers)).items():
             inside = [(ts, v) for ts, v in points if t - node.window < ts <= t]
-            if len(inside) < 2:
-                continue
-            growth = sum(b - a if b >= a else b for (_, a), (_, b) in zip(inside, inside[1:], strict=False))
-            span = inside[-1][0] - inside[0][0]
-            if span <= 0:
-                continue
-            out[labels] = growth / span if node.name == "rate" else growth / span * node.window
+            growth = extrapolated_increase(inside, t - node.window, t)
+            if growth is not None:
+                out[labels] = growth / node.window if node.name == "rate" else growth
         return out
     if node.kind == "agg":
         assert node.child is not None
@@ -226,6 +222,27 @@ def evaluate(node: Node, store: SeriesStore, t: float) -> Vector:
         key = frozenset((k, v) for k, v in labels if k != "le")
         buckets.setdefault(key, []).append((float(d["le"]), value))
     return {key: q for key, b in buckets.items() if not math.isnan(q := bucket_quantile(node.q, sorted(b)))}
+
+
+def extrapolated_increase(points: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
+    """A counter's increase over [start, end] from the samples inside it, as Prometheus' ``increase`` computes
+    it: resets count from zero, and the growth is extrapolated towards the window edges, but by at most half a
+    sample interval where the series starts or stops inside the window, and never below a counter value of 0."""
+    if len(points) < 2:
+        return None
+    growth = sum(b - a if b >= a else b for (_, a), (_, b) in zip(points, points[1:], strict=False))
+    span = points[-1][0] - points[0][0]
+    if span <= 0:
+        return None
+    average = span / (len(points) - 1)
+    to_start, to_end = points[0][0] - start, end - points[-1][0]
+    if to_start >= average * 1.1:
+        to_start = average / 2
+    if to_end >= average * 1.1:
+        to_end = average / 2
+    if growth > 0 and points[0][1] >= 0:
+        to_start = min(to_start, span * points[0][1] / growth)
+    return growth * (span + to_start + to_end) / span
 
 
 def bucket_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:

@@ -58,8 +58,10 @@ def test_rate_sum_by_and_counter_reset() -> None:
         ("c_total", (("path", "fallback"),)): [(0, 10), (10, 20), (20, 5)],  # reset after 20: +5
     })
     by_path = evaluate(parse("sum by (path) (rate(c_total[1m]))"), store, 20)
-    assert by_path[frozenset({("path", "model")})] == pytest.approx(5.0)
-    assert by_path[frozenset({("path", "fallback")})] == pytest.approx(15 / 20)
+    # model: +100 over the 20 s of samples; its series starts at 0, so no extrapolation before it; / 60 s
+    assert by_path[frozenset({("path", "model")})] == pytest.approx(100 / 60)
+    # fallback: +10 then +5 after the reset = 15 over 20 s, extrapolated by half an interval (5 s) at the start
+    assert by_path[frozenset({("path", "fallback")})] == pytest.approx(15 * 25 / 20 / 60)
     # (0, 20] holds the samples at 10 and 20: +50 and +5 (reset) over 10 s, extrapolated to the 20 s window
     assert evaluate(parse("sum(increase(c_total[20s]))"), store, 20) == {frozenset(): pytest.approx(110.0)}
 
