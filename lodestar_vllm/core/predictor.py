@@ -11,12 +11,31 @@ P99-oriented when set high), ``e2e`` (squared error on log end-to-end latency), 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lodestar_vllm.core.features import ANALYTIC_COLUMN
+
+_BLAS_LIMIT_ROWS = 32
+_CONTROLLER: object | None = None
+
+
+@contextlib.contextmanager
+def _single_thread_blas() -> Iterator[None]:
+    global _CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: without it inference is correct, only slower on big fleets
+        yield
+        return
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    with _CONTROLLER.limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
+        yield
 
 
 @dataclass(slots=True)
@@ -35,6 +54,14 @@ class ModelWeights:
     # Held-out loss when accepted (for status and the swap rule).
     holdout_loss: float = math.nan
     extra: dict[str, float] = field(default_factory=dict)
+    # float32 copies for inference (built on first use): half the memory traffic of float64.
+    _fast: list[tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
+
+    def fast_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._fast is None:
+            self._fast = [(np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32))
+                          for w, b in self.layers]
+        return self._fast
 
     @property
     def heads(self) -> int:
@@ -58,13 +85,17 @@ def residual_base(x: np.ndarray, objective: str) -> np.ndarray:
 
 def predict_heads(weights: ModelWeights, x: np.ndarray) -> np.ndarray:
     """(K, n) outputs: log seconds (mean/quantile/e2e) or log-odds of missing the SLO (slo)."""
-    h = (x - weights.mean) / weights.std
-    last = len(weights.layers) - 1
-    for i, (w, b) in enumerate(weights.layers):
-        h = np.matmul(h, w) + b[:, None, :]
-        if i < last:
-            np.maximum(h, 0.0, out=h)
-    return h[:, :, 0] + residual_base(x, weights.objective)
+    h = ((x - weights.mean) / weights.std).astype(np.float32)
+    layers = weights.fast_layers()
+    last = len(layers) - 1
+    # Tiny matrices: a multi-threaded BLAS only adds hand-off latency (and stalls badly on a busy host).
+    with _single_thread_blas() if x.shape[0] >= _BLAS_LIMIT_ROWS else contextlib.nullcontext():
+        for i, (w, b) in enumerate(layers):
+            h = np.matmul(h, w)
+            h += b[:, None, :]
+            if i < last:
+                np.maximum(h, 0.0, out=h)
+    return h[:, :, 0].astype(np.float64) + residual_base(x, weights.objective)
 
 
 def predict(weights: ModelWeights, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
