@@ -31,7 +31,8 @@ class LearnedConfig:
     # --- ledger -------------------------------------------------------------------------------------------
     ledger_max_records: int = 100_000
     ledger_ttl_s: float = 900.0
-    explain_ring_size: int = 2048
+    # Each entry holds the decision's feature matrix (candidates x 28 floats): 512 x 64 engines ~ 7 MiB.
+    explain_ring_size: int = 512
     # Output tokens assumed in flight for a request without max_tokens.
     default_decode_tokens: int = 128
     # --- online hardware rates (EWMA per url and per GPU class) -------------------------------------------

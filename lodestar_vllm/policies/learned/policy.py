@@ -52,6 +52,7 @@ CONTROL = "control"
 _PENDING_COL = 6
 _MATCH_COL = 1
 _AGE_COL = 12
+_MAX_URLS = 4096
 
 
 class _Explanation:
@@ -239,6 +240,8 @@ class LearnedPolicy(RoutingPolicy):
             fallback_analytic_ttft=float(feats.analytic_ttft[fb])))
         self.index.insert(url, hashes, now)
         self.guard.observe(group)
+        if url not in self._gpu_class_of and len(self._gpu_class_of) >= _MAX_URLS:
+            self._gpu_class_of.pop(next(iter(self._gpu_class_of)))
         self._gpu_class_of[url] = feats.gpu_classes[chosen]
         self.ledger.remember(str(request.request_id), _Explanation(
             str(request.request_id), now, feats, mean, spread, chosen, path, reason, fb, allowed, shadow_choice))
