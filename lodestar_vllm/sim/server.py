@@ -443,7 +443,7 @@ async def _stream_events(
 # prompts. Fitted with `python -m lodestar_vllm.realvllm.calibrate` (docs/real-vllm-comparison.md). GPU
 # deployments run the API server in its own process; its cost is not modelled (0).
 DEFAULT_INGEST: dict[str, IngestCost] = {
-    "cpu": IngestCost(fixed_s=0.0046, per_prompt_token_s=0.0, shares_engine=True),
+    "cpu": IngestCost(fixed_s=0.00397, per_prompt_token_s=1.9e-6, shares_engine=True),
 }
 
 
