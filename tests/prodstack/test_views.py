@@ -42,3 +42,9 @@ def test_gpu_label_is_read_only_when_explicit() -> None:
     views = build_views([Endpoint("http://a", model_label="gpu=H100-80GB"), Endpoint("http://b")], {}, {}, {}, 0.0)
     assert views[0].hardware == HardwareInfo(gpu_class="H100-80GB")
     assert views[1].hardware is None
+
+
+def test_an_engine_our_scrape_cannot_reach_is_unhealthy() -> None:
+    views = build_views([Endpoint("http://a:8000/"), Endpoint("http://b:8000")], {}, {}, {}, 0.0,
+                        unreachable={"http://a:8000": "ConnectError"})
+    assert [v.healthy for v in views] == [False, True]

@@ -90,7 +90,8 @@ class LodestarRuntime:
             session_id=headers.get("x-session-id") or (str(body["user"]) if body.get("user") else None),
             headers=headers,
         )
-        views = build_views(endpoints, engine_stats, self.scraper.latest(), self.hardware, now)
+        views = build_views(endpoints, engine_stats, self.scraper.latest(), self.hardware, now,
+                            unreachable=self.scraper.errors)
         decision = self._decide(info, views, now)
         self.routed += 1
         self.tracker.register(Attempt(attempt_id, decision.url, info, decision, routed_at=now))

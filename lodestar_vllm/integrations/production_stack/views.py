@@ -7,7 +7,7 @@ fallback), else no metrics at all (the policy then relies on its own in-flight a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from lodestar_vllm.core.types import EngineMetrics, HardwareInfo, InstanceView
@@ -31,8 +31,11 @@ def build_views(
     scraped: Mapping[str, EngineMetrics],
     hardware: Mapping[str, HardwareInfo],
     now: float,
+    unreachable: Collection[str] = (),
 ) -> list[InstanceView]:
-    """One view per endpoint, in the host's order. ``endpoints`` are EndpointInfo-like (``.url``, ``.healthy``)."""
+    """One view per endpoint, in the host's order. ``endpoints`` are EndpointInfo-like (``.url``, ``.healthy``).
+    An engine is unhealthy when the host says so or when our last scrape of it failed (``unreachable``): static
+    discovery keeps listing a dead engine, and the policies prefer healthy candidates."""
     views: list[InstanceView] = []
     host_engine_stats = host_engine_stats or {}
     for endpoint in endpoints:
@@ -48,7 +51,7 @@ def build_views(
                 url=url,
                 metrics=metrics,
                 hardware=hardware.get(key) or _hardware_from_labels(endpoint),
-                healthy=True if healthy is None else bool(healthy),
+                healthy=(True if healthy is None else bool(healthy)) and key not in unreachable,
             )
         )
     return views
