@@ -89,14 +89,23 @@ class SampleBuffer:
     def __len__(self) -> int:
         return len(self.recent) + self.replay_size
 
-    def dataset(self, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x_train, y_train, x_holdout, y_holdout); the holdout is the most recent samples."""
+    def snapshot(self, holdout_fraction: float) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """(train, holdout) sample lists; the holdout is the most recent samples. Cheap: references only, so
+        the caller's lock is held for microseconds, not for the array building."""
         recent = list(self.recent)
         n_hold = max(1, int(len(recent) * holdout_fraction))
         train = recent[:-n_hold] + [s for r in self._replay.values() for s in r]
-        hold = recent[-n_hold:]
-        return (np.stack([s[0] for s in train]), np.array([s[1] for s in train]),
-                np.stack([s[0] for s in hold]), np.array([s[1] for s in hold]))
+        return train, recent[-n_hold:]
+
+    def dataset(self, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x_train, y_train, x_holdout, y_holdout) as arrays."""
+        return _arrays(*self.snapshot(holdout_fraction))
+
+
+def _arrays(train: list[tuple[Any, ...]], hold: list[tuple[Any, ...]]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (np.stack([s[0] for s in train]), np.array([s[1] for s in train]),
+            np.stack([s[0] for s in hold]), np.array([s[1] for s in hold]))
 
 
 class OnlineTrainer:
@@ -154,10 +163,11 @@ class OnlineTrainer:
         with self._lock:
             if len(self.buffer.recent) < 8:
                 return False
-            x_tr, y_tr, x_ho, y_ho = self.buffer.dataset(cfg.holdout_fraction)
+            train, hold = self.buffer.snapshot(cfg.holdout_fraction)
             self._since_fit = 0
             run = self.stats.runs
             self.stats.runs += 1
+        x_tr, y_tr, x_ho, y_ho = _arrays(train, hold)
         current = self.current
         started = time.perf_counter()
         try:
