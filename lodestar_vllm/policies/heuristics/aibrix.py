@@ -38,10 +38,10 @@ from lodestar_vllm.tokenizer import CHARS_PER_TOKEN
 
 
 class PrefixHashTable:
-    """Block hash -> pods it was sent to, LRU-capped and TTL-expired.
+    """Block hash -> (last write time, pods it was sent to), LRU-capped and TTL-expired.
 
-    Pod sets are interned frozensets (a prompt's blocks share one ``{pod}`` object) and write times live in a
-    flat dict: allocating a container per block made the cyclic GC dominate at 200000 blocks.
+    Values are shared: one ``(now, pods)`` tuple per distinct pod set per ``add`` call, with interned pod
+    frozensets. A container per block made allocation and the cyclic GC dominate at 200000 blocks.
     """
 
     def __init__(self, capacity: int = 200_000, ttl: float = 20 * 60.0) -> None:
@@ -50,8 +50,7 @@ class PrefixHashTable:
         self.capacity = capacity
         self.ttl = ttl
         # Put order == last-write order (a put moves the entry to the end), so TTL expiry pops from the front.
-        self._store: OrderedDict[int, frozenset[str]] = OrderedDict()
-        self._written: dict[int, float] = {}
+        self._store: OrderedDict[int, tuple[float, frozenset[str]]] = OrderedDict()
         self._singles: dict[str, frozenset[str]] = {}
 
     def __len__(self) -> int:
@@ -67,9 +66,10 @@ class PrefixHashTable:
         store = self._store
         i = 0
         while i < n and len(still) > 1:
-            pods = store.get(hashes[i])
-            if pods is None:
+            entry = store.get(hashes[i])
+            if entry is None:
                 break
+            pods = entry[1]
             if not pods >= still:  # C-level subset test: the common case allocates nothing
                 kept = still & pods
                 if not kept:
@@ -83,8 +83,8 @@ class PrefixHashTable:
             (pod,) = still
             # One pod left: a tight walk, as this is where long shared prefixes spend their blocks.
             while i < n:
-                pods = store.get(hashes[i])
-                if pods is None or pod not in pods:
+                entry = store.get(hashes[i])
+                if entry is None or pod not in entry[1]:
                     break
                 i += 1
         if i:
@@ -93,42 +93,48 @@ class PrefixHashTable:
         return matched
 
     def add(self, hashes: list[int], pod: str, now: float) -> None:
-        store, written = self._store, self._written
+        store = self._store
         single = self._singles.get(pod)
         if single is None:
             single = self._singles[pod] = frozenset((pod,))
+        fresh = (now, single)
+        shared: dict[frozenset[str], tuple[float, frozenset[str]]] = {single: fresh}
         get, move = store.get, store.move_to_end
         for h in hashes:
-            pods = get(h)
-            if pods is None:
-                store[h] = single
-            else:
-                if pod not in pods:
-                    store[h] = pods | single
-                move(h)
-            written[h] = now
+            entry = get(h)
+            if entry is None:
+                store[h] = fresh
+                continue
+            pods = entry[1]
+            if pod not in pods:
+                pods = pods | single
+            value = shared.get(pods)
+            if value is None:
+                value = shared[pods] = (now, pods)
+            store[h] = value
+            move(h)
         excess = len(store) - self.capacity
         if excess > 0:
             pop = store.popitem
             for _ in range(excess):
-                del written[pop(False)[0]]
+                pop(False)
 
     def evict_expired(self, now: float) -> None:
-        store, written = self._store, self._written
+        store = self._store
         horizon = now - self.ttl
         while store:
-            h = next(iter(store))
-            if written[h] >= horizon:
+            h, (written, _) = next(iter(store.items()))
+            if written >= horizon:
                 break
-            del store[h], written[h]
+            del store[h]
 
     def forget(self, pods: set[str]) -> None:
-        changed = {h: held - pods for h, held in self._store.items() if not held.isdisjoint(pods)}
-        for h, held in changed.items():
+        changed = {h: (t, held - pods) for h, (t, held) in self._store.items() if not held.isdisjoint(pods)}
+        for h, (t, held) in changed.items():
             if held:
-                self._store[h] = held
+                self._store[h] = (t, held)
             else:
-                del self._store[h], self._written[h]
+                del self._store[h]
         for pod in pods:
             self._singles.pop(pod, None)
 
