@@ -110,3 +110,12 @@ def test_short_prompts_have_no_blocks_and_use_least_request():
 def test_bad_block_size_is_rejected():
     with pytest.raises(ValueError):
         AibrixPrefixLoadPolicy(block_size_tokens=0)
+
+
+def test_forget_drops_a_pod_from_every_block():
+    table = PrefixHashTable()
+    table.add([1, 2, 3], "a", 0.0)
+    table.add([1, 2], "b", 0.0)
+    table.forget({"a"})
+    assert table.match([1, 2, 3], {"a", "b"}) == {"b": 66}
+    assert len(table) == 2  # block 3 was a's alone

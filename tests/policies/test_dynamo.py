@@ -75,3 +75,10 @@ def test_engine_block_size_is_used_when_scraped():
     r = req(text_of(32 * 4 * 3, 7))  # 96 tokens
     assert policy.costs(r, views(1, block_size=32), 0.0)[URLS[0]] == pytest.approx(3)
     assert policy.costs(r, views(1, metrics=False), 0.0)[URLS[0]] == pytest.approx(6)
+
+
+def test_forget_drops_a_worker_index():
+    index = ApproxKvIndex()
+    index.add([1, 2], "w", 0.0)
+    index.forget({"w"})
+    assert index.size() == 0 and index.overlap([1, 2], "w", 0.0) == 0
