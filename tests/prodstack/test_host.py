@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,15 @@ def _wait_for(client: httpx.Client, ready, timeout: float = 10.0) -> dict:
         if ready(status) or time.monotonic() > deadline:
             return status
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [(["--lodestar-seed", "abc"], "lodestar seed"), (["--lodestar-policy", "nope"], "unknown policy 'nope'")],
+)
+def test_launcher_refuses_bad_settings_before_serving(flag: list[str], message: str) -> None:
+    require_host()
+    stock = ["--service-discovery", "static", "--static-backends", "http://127.0.0.1:9", "--static-models", "m",
+             "--routing-logic", "learned", "--port", str(free_port())]
+    done = subprocess.run([_bin("lodestar-vllm-router"), *stock, *flag], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr

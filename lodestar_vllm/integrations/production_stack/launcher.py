@@ -43,16 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lodestar_vllm.integrations.production_stack import compat
     from lodestar_vllm.integrations.production_stack.runtime import LodestarRuntime, install_runtime
 
-    host = compat.check_host()
-    sys.argv = [sys.argv[0] if sys.argv else "lodestar-vllm-router", *rest]
-    with compat.routing_logic_choice(host):
-        stock_args = host.parser.parse_args()  # exits with the stock usage message on bad arguments
-    learned = stock_args.routing_logic == compat.LEARNED
-    if learned:
-        settings = settings_mod.LodestarSettings.from_sources(ours)
-        install_runtime(LodestarRuntime(settings, engine_urls=compat.service_discovery_urls))
-        logger.info("lodestar: policy %r ready (checkpoint %s)", settings.policy, settings.checkpoint_path)
-        compat.activate(runtime_factory=None)
+    try:
+        host = compat.check_host()
+        sys.argv = [sys.argv[0] if sys.argv else "lodestar-vllm-router", *rest]
+        with compat.routing_logic_choice(host):
+            stock_args = host.parser.parse_args()  # exits with the stock usage message on bad arguments
+        if stock_args.routing_logic == compat.LEARNED:
+            settings = settings_mod.LodestarSettings.from_sources(ours)
+            install_runtime(LodestarRuntime(settings, engine_urls=compat.service_discovery_urls))
+            logger.info("lodestar: policy %r ready (checkpoint %s)", settings.policy, settings.checkpoint_path)
+            compat.activate(runtime_factory=None)
+    except (compat.HostMismatch, ValueError, RuntimeError) as exc:  # settings, policy, checkpoint, host
+        print(f"lodestar-vllm-router: {exc}", file=sys.stderr)
+        return 2
     # Hand the already-parsed arguments to the stock main (it would otherwise re-parse without `learned`).
     host.app.parse_args = lambda: stock_args
     host.app.main()
