@@ -102,6 +102,11 @@ class SampleBuffer:
         return _arrays(*self.snapshot(holdout_fraction))
 
 
+def _finite(value: float) -> float | None:
+    """JSON-friendly loss: None instead of inf/nan (status() is served as JSON)."""
+    return value if math.isfinite(value) else None
+
+
 def _arrays(train: list[tuple[Any, ...]], hold: list[tuple[Any, ...]]
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (np.stack([s[0] for s in train]), np.array([s[1] for s in train]),
@@ -188,8 +193,8 @@ class OnlineTrainer:
         cur_loss = self._holdout_loss(current, x_ho, y_ho) if current is not None else math.inf
         self.stats.last_candidate_loss = cand_loss
         self.stats.last_current_loss = cur_loss
-        info = {"run": run, "train_samples": len(y_tr), "holdout": len(y_ho), "candidate_loss": cand_loss,
-                "current_loss": cur_loss, "duration_s": round(duration, 4)}
+        info = {"run": run, "train_samples": len(y_tr), "holdout": len(y_ho), "candidate_loss": _finite(cand_loss),
+                "current_loss": _finite(cur_loss), "duration_s": round(duration, 4)}
         if not candidate.is_finite() or not math.isfinite(cand_loss):
             self.stats.rejected_nonfinite += 1
             info["result"] = "rejected_nonfinite"

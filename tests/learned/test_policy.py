@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -54,6 +55,9 @@ def test_learns_then_routes_by_model_and_predicts_speed(fleet: ToyFleet) -> None
     assert status["rates"]["per_class"]["H100"]["prefill_tokens_per_s"] > policy.config.prior_prefill_tokens_per_s
     # And the engine it picks is a fast one.
     assert policy.explain(req.request_id)["chosen"] in {e.url for e in fleet.engines[:2]}
+    # status() and explain() are plain JSON (served by the host's endpoints).
+    json.dumps(status, allow_nan=False)
+    json.dumps(policy.explain(req.request_id), allow_nan=False)
     # Prediction error shrinks to something useful on this easy fleet.
     assert status["recent_accuracy"]["mean_abs_log_ratio"] < 0.7
 

@@ -381,8 +381,9 @@ class LearnedPolicy(RoutingPolicy):
             "model": None if model is None else {
                 "version": model.version, "objective": model.objective, "heads": model.heads,
                 "trained_samples": model.trained_samples, "created_at": model.created_at,
-                "holdout_loss": model.holdout_loss},
-            "recent_accuracy": {"mean_abs_log_ratio": self._abs_log_err, "model_path_outcomes": self._model_path_n},
+                "holdout_loss": model.holdout_loss if math.isfinite(model.holdout_loss) else None},
+            "recent_accuracy": {"mean_abs_log_ratio": None if math.isnan(self._abs_log_err) else self._abs_log_err,
+                                "model_path_outcomes": self._model_path_n},
             "paths": dict(self._path_counts),
             "shadow_predicted_gain_s": (self._shadow_gain_sum / self._shadow_n) if self._shadow_n else None,
             "guardrail": self.guardrail.snapshot(),
