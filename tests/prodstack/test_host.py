@@ -170,8 +170,18 @@ def test_real_router_outcomes_for_ok_failed_and_aborted(activation: str, tmp_pat
     assert sorted(status["scraper"]["engines"]) == sorted([a.url, b.url])
     assert "vllm_router" in metrics or "num_requests" in metrics
     assert rc in (0, -15), log[-3000:]
-    if activation == "launcher":  # written at shutdown, after every outcome was delivered
+    if activation == "launcher":  # written at shutdown, after every outcome was delivered; restored at start
         assert json.loads((tmp_path / "ckpt.json").read_text()) == {"outcomes": 7 + outcomes["failed"]}
+        with ThreadedServer(make_engine("a")) as a2:
+            cmd[cmd.index("--static-backends") + 1] = a2.url
+            cmd[cmd.index("--static-models") + 1] = "m"
+            cmd[cmd.index("--port") + 1] = str(free_port())
+            proc, url = start_router(cmd, env=env, log_path=str(tmp_path / "router2.log"))
+            try:
+                again = httpx.get(url + "/lodestar/status", timeout=10).json()
+            finally:
+                stop_router(proc)
+        assert again["checkpoint"]["restored"] is True and again["routed"] == 0
 
 
 def _wait_for(client: httpx.Client, ready, timeout: float = 10.0) -> dict:
