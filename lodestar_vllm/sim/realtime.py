@@ -42,7 +42,7 @@ class IngestCost:
 
 
 # How far (wall seconds) the driver may fall behind the engine's ideal schedule before it resynchronises.
-MAX_LAG_S = 0.05
+MAX_LAG_S = 0.25
 
 
 class EngineDeadError(RuntimeError):

@@ -76,6 +76,7 @@ async def test_both_preempt_when_kv_cache_is_too_small(engines: Pair) -> None:
 
 BAD = [
     ("/v1/completions", "{bad json"),
+    ("/v1/completions", "[1, 2]"),
     ("/v1/completions", "{}"),
     ("/v1/completions", '{"model": "nope", "prompt": "hi"}'),
     ("/v1/completions", '{"model": "tiny", "prompt": "hi", "max_tokens": -1}'),
