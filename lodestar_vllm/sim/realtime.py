@@ -198,9 +198,11 @@ class RealtimeEngine:
 
     # --- the loop --------------------------------------------------------------------------------------
     async def _run(self) -> None:
+        idle = True
         try:
             while True:
                 if not self.core.has_unfinished():
+                    idle = True  # the engine had nothing to run: its next step starts now, not back-to-back
                     if not self._pending:
                         self._wake.clear()
                         await self._wake.wait()
@@ -214,7 +216,9 @@ class RealtimeEngine:
                 now = self.now()
                 # Back-to-back steps keep the ideal schedule: this loop waking late (a busy host) is delivery
                 # jitter, not engine time, and the next sleep absorbs it. Only a long stall resynchronises.
-                start = self._busy_until if self._busy_until >= now - MAX_LAG_S * self.time_scale else now
+                lagging = self._busy_until < now - MAX_LAG_S * self.time_scale
+                start = max(now, self._busy_until) if idle or lagging else self._busy_until
+                idle = False
                 if not self.core.has_unfinished():
                     start = max(start, self._pending[0][0])
                 self._admit_ingested(start)
