@@ -165,7 +165,7 @@ async def _closed_loop(client: httpx.AsyncClient, r: Router, tag: str, n: int, w
     async def worker() -> None:
         for i in counter:
             request_id = f"{tag}-{i}"
-            body = completion(f"{tag} {i} prompt " * 30, max_tokens=8)
+            body = completion(f"{tag} {i} prompt " * 200, max_tokens=8)  # engine time, not HTTP, dominates
             async with client.stream("POST", "/v1/completions", json=body,
                                      headers={"X-Request-Id": request_id}) as response:
                 await response.aread()
