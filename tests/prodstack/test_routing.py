@@ -110,16 +110,18 @@ def test_patched_host_config_and_listener_events() -> None:
         error: str | None = None
         prompt_tokens: int | None = None
         completion_tokens: int | None = None
+        cached_tokens: int | None = None
 
     url = router.route_request([Endpoint(URLS[0])], {}, {}, FakeRequest({"model": "m"}, {"X-Request-Id": "q"}))
     record = Record("q", url)
     router.on_request_start(record)
     router.on_first_token(record)
-    record.status, record.http_status, record.prompt_tokens = "success", 200, 9
+    record.status, record.http_status, record.prompt_tokens, record.cached_tokens = "success", 200, 9, 4
     router.on_request_end(record)
     router.on_request_end(record)  # a duplicate end is ignored
     [outcome] = runtime.policy.outcomes
-    assert (outcome.status.value, outcome.prompt_tokens, outcome.request_id) == ("ok", 9, "q")
+    assert (outcome.status.value, outcome.prompt_tokens, outcome.cached_tokens, outcome.request_id) == (
+        "ok", 9, 4, "q")
     assert runtime.policy.first_tokens == [("q", URLS[0])]
 
 

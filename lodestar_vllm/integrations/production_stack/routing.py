@@ -144,7 +144,8 @@ class LearnedRouter(_HostRoutingInterface):
         status = {"success": OutcomeStatus.OK, "aborted": OutcomeStatus.ABORTED}.get(
             record.status, OutcomeStatus.FAILED
         )
-        usage = {k: v for k in ("prompt_tokens", "completion_tokens") if (v := getattr(record, k, None)) is not None}
+        usage = {k: v for k in ("prompt_tokens", "completion_tokens", "cached_tokens")
+                 if (v := getattr(record, k, None)) is not None}
         runtime.tracker.finish(attempt, status, record.error, usage=usage)
 
     def close(self) -> None:
