@@ -102,11 +102,13 @@ def run_benchmark(scenario: Scenario, policies: Sequence[str], *, jobs: int = 2,
                   warm_start: str | None = None, save_checkpoint: str | None = None,
                   progress: bool = True, engine_factory: EngineFactory = default_engine_factory) -> dict[str, Any]:
     """The results.json document. For a sweep, the top-level ``scenario``/``policies`` are the first point."""
-    scenario.load_cluster()  # fail fast on a bad cluster before spawning workers
+    choice = scenario.load_cluster()  # fail fast on a bad cluster before spawning workers
+    fleet = {"instances": [f"{i.name} ({i.gpu})" for i in choice.spec.instances],
+             "fleet_changes": [asdict(c) for c in choice.changes]}
     if sweep is None:
         results = run_policies(scenario, policies, jobs=jobs, warm_start=warm_start,
                                save_checkpoint=save_checkpoint, progress=progress, engine_factory=engine_factory)
-        return {"version": SCHEMA_VERSION, "scenario": scenario.to_dict(), "policies": results}
+        return {"version": SCHEMA_VERSION, "scenario": {**scenario.to_dict(), **fleet}, "policies": results}
     param, values = parse_sweep(sweep)
     field = SWEEPABLE[param]
     points = []
@@ -117,7 +119,8 @@ def run_benchmark(scenario: Scenario, policies: Sequence[str], *, jobs: int = 2,
         results = run_policies(point_scenario, policies, jobs=jobs, warm_start=warm_start, progress=progress,
                                engine_factory=engine_factory)
         points.append({"value": value, "scenario": point_scenario.to_dict(), "policies": results})
-    return {"version": SCHEMA_VERSION, "scenario": points[0]["scenario"], "policies": points[0]["policies"],
+    return {"version": SCHEMA_VERSION, "scenario": {**points[0]["scenario"], **fleet},
+            "policies": points[0]["policies"],
             "sweep": {"parameter": field, "points": points}}
 
 

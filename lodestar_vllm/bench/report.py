@@ -189,8 +189,14 @@ def plot_sweep(points: Sequence[Mapping[str, Any]], parameter: str, path: Path) 
 
 def _scenario_line(scenario: Mapping[str, Any]) -> str:
     keys = ("cluster", "workload", "seed", "rate_scale", "duration", "max_requests", "scrape_interval_s",
-            "scrape_staleness_s", "hide_hardware", "replicas")
-    return ", ".join(f"{k}={scenario.get(k)}" for k in keys if k in scenario)
+            "scrape_staleness_s", "hide_hardware", "replicas", "share_interval_s")
+    line = ", ".join(f"{k}={scenario.get(k)}" for k in keys if k in scenario)
+    if scenario.get("instances"):
+        line += f". Instances: {', '.join(scenario['instances'])}"
+    for change in scenario.get("fleet_changes") or ():
+        line += (f". Fleet change at {change['at_fraction']:.0%} of the run: {change['action']} "
+                 f"{change['select']} (factor {change['factor']:g})")
+    return line
 
 
 def policy_section(policies: Mapping[str, Mapping[str, Any]]) -> str:

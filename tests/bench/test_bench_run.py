@@ -63,6 +63,8 @@ def test_results_schema_report_and_plots(tmp_path: Path) -> None:
     write_results(tmp_path / "results.json", doc)
     loaded = load_results(tmp_path / "results.json")
     assert loaded["scenario"]["cluster"] == "tiny" and loaded["scenario"]["rate_scale"] == 4.0
+    assert loaded["scenario"]["instances"] == ["a100-40gb-0 (A100-40GB)", "l4-0 (L4)"]
+    assert loaded["scenario"]["fleet_changes"] == []
     assert list(loaded["policies"]) == policies
     for name, res in loaded["policies"].items():
         assert set(POLICY_KEYS) <= set(res), name
