@@ -113,6 +113,7 @@ class RealtimeEngine:
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
         self._busy_until = 0.0
+        self._work_at = 0.0  # engine clock when an idle engine got work
         self._pending: list[tuple[float, int, RequestStream]] = []  # (ingested at, seq, stream): a heap
         self._seq = itertools.count()
         # What /metrics shows: the scheduler state as of the end of the last step, as vLLM publishes it
@@ -157,6 +158,8 @@ class RealtimeEngine:
         now = self.now()
         request = EngineRequest(request_id, prompt_len, max_tokens, list(block_hashes), now)
         stream = RequestStream(request)
+        if not self.core.has_unfinished() and not self._pending:
+            self._work_at = now  # the first work of an idle engine
         ingest = self.ingest.seconds(prompt_len)
         if ingest <= 0:
             self.core.add_request(request)  # a ValueError (refused) reaches the caller
@@ -202,7 +205,7 @@ class RealtimeEngine:
         try:
             while True:
                 if not self.core.has_unfinished():
-                    idle = True  # the engine had nothing to run: its next step starts now, not back-to-back
+                    idle = True  # the engine had nothing to run: its next step is not back-to-back
                     if not self._pending:
                         self._wake.clear()
                         await self._wake.wait()
@@ -216,8 +219,12 @@ class RealtimeEngine:
                 now = self.now()
                 # Back-to-back steps keep the ideal schedule: this loop waking late (a busy host) is delivery
                 # jitter, not engine time, and the next sleep absorbs it. Only a long stall resynchronises.
-                lagging = self._busy_until < now - MAX_LAG_S * self.time_scale
-                start = max(now, self._busy_until) if idle or lagging else self._busy_until
+                if idle:  # resume when the work arrived (the loop's own wake-up latency is not engine time)
+                    start = max(self._busy_until, self._work_at)
+                elif self._busy_until < now - MAX_LAG_S * self.time_scale:
+                    start = now
+                else:
+                    start = self._busy_until
                 idle = False
                 if not self.core.has_unfinished():
                     start = max(start, self._pending[0][0])
