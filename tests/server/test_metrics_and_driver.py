@@ -154,3 +154,25 @@ async def test_abort_while_ingesting_never_reaches_the_engine() -> None:
         assert core.stats().prefix_cache_queries_total == 0
     finally:
         await engine.stop()
+
+
+async def test_published_stats_change_only_at_step_ends() -> None:
+    """As vLLM: a request that arrives while a step runs is not counted as waiting until the next step."""
+    core = EngineCore(get_profile("cpu", "tiny"), default_engine_config("cpu"))
+    engine = RealtimeEngine(core, time_scale=1.0)
+    await engine.start()
+    try:
+        first = engine.submit("long", 1900, 3, [])  # a ~50 ms prefill step
+        for _ in range(100):
+            if core.stats().num_running == 1:
+                break
+            await asyncio.sleep(0.001)
+        late = engine.submit("late", 100, 2, [])
+        assert core.stats().num_waiting == 1  # the engine holds it ...
+        assert engine.stats().num_waiting == 0  # ... but the published snapshot predates it
+        for stream in (first, late):
+            async for _event in stream:
+                pass
+        assert engine.stats().prefix_cache_queries_total == 2000  # both scheduled, published after the steps
+    finally:
+        await engine.stop()
