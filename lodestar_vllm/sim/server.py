@@ -225,18 +225,21 @@ class EngineServer:
             raise bad_request(f"max_tokens must be at least 1, got {effective}.", "max_tokens", effective)
         return PreparedRequest(prompt_len, block_hashes, effective)
 
-    def completion_prompt(self, body: CompletionBody) -> tuple[int, list[int]]:
+    def completion_prompts(self, body: CompletionBody) -> list[tuple[int, list[int]]]:
+        """(length, block hashes) per prompt: a text, a token id list, or a batch of either."""
         prompt = body.prompt
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
-            prompt = prompt[0]  # a batch of one
         if prompt is None or len(prompt) == 0:
             raise bad_request("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
         if isinstance(prompt, str):
-            return self.prompt_from_text(prompt)
+            return [self.prompt_from_text(prompt)]
         if all(isinstance(t, int) for t in prompt):
-            return self.prompt_from_ids(prompt)  # type: ignore[arg-type]
-        raise bad_request("The emulator serves one prompt per request (batched prompts are not supported).",
-                          "prompt")
+            return [self.prompt_from_ids(prompt)]  # type: ignore[arg-type]
+        out = []
+        for p in prompt:  # a batch: list[str] or list[list[int]]
+            if len(p) == 0:  # type: ignore[arg-type]
+                raise bad_request("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
+            out.append(self.prompt_from_text(p) if isinstance(p, str) else self.prompt_from_ids(p))  # type: ignore[arg-type]
+        return out
 
     def request_id(self, request: Request, prefix: str) -> tuple[str, str]:
         """(response id, engine request id): the header id is echoed; the engine id is unique per attempt."""
@@ -263,13 +266,14 @@ async def _watch_disconnect(request: Request, on_disconnect: Callable[[], None])
             return
 
 
-def _usage(stream: RequestStream) -> dict[str, Any]:
-    prompt = stream.request.prompt_len
+def _usage(streams: list[RequestStream]) -> dict[str, Any]:
+    prompt = sum(s.request.prompt_len for s in streams)
+    completion = sum(s.num_tokens for s in streams)
     return {
         "prompt_tokens": prompt,
-        "total_tokens": prompt + stream.num_tokens,
-        "completion_tokens": stream.num_tokens,
-        "prompt_tokens_details": {"cached_tokens": stream.cached_tokens},
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+        "prompt_tokens_details": {"cached_tokens": sum(s.cached_tokens for s in streams)},
     }
 
 
@@ -342,7 +346,7 @@ def create_app(server: EngineServer) -> FastAPI:
     async def completions(request: Request) -> Response:
         body = await parse_body(request, CompletionBody)
         server.check_model(body.model)
-        prepared = server.prepare(*server.completion_prompt(body), body.max_tokens)
+        prepared = [server.prepare(n, hashes, body.max_tokens) for n, hashes in server.completion_prompts(body)]
         response_id, engine_id = server.request_id(request, "cmpl")
         return await _serve(request, server, body, prepared, response_id, engine_id, chat=False)
 
@@ -352,7 +356,7 @@ def create_app(server: EngineServer) -> FastAPI:
         server.check_model(body.model)
         text = render_chat([m.model_dump() for m in body.messages], body.add_generation_prompt)
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        prepared = server.prepare(*server.prompt_from_text(text), max_tokens)
+        prepared = [server.prepare(*server.prompt_from_text(text), max_tokens)]
         response_id, engine_id = server.request_id(request, "chatcmpl")
         return await _serve(request, server, body, prepared, response_id, engine_id, chat=True)
 
@@ -363,14 +367,21 @@ async def _serve(
     request: Request,
     server: EngineServer,
     body: _SamplingBody,
-    prepared: PreparedRequest,
+    prepared: list[PreparedRequest],
     response_id: str,
     engine_id: str,
     *,
     chat: bool,
 ) -> Response:
-    stream = server.submit(engine_id, prepared)
     engine = server.engine
+    streams: list[RequestStream] = []
+    try:
+        for i, p in enumerate(prepared):  # one engine request per prompt of a batch
+            streams.append(server.submit(engine_id if len(prepared) == 1 else f"{engine_id}-{i}", p))
+    except ApiError:
+        for stream in streams:
+            engine.abort(stream.request_id)
+        raise
     head = {
         "id": response_id,
         "object": "chat.completion.chunk" if chat else "text_completion",
@@ -380,61 +391,92 @@ async def _serve(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream_events(request, engine, stream, head, chat, include_usage),
+            _stream_events(request, engine, streams, head, chat, include_usage),
             media_type="text/event-stream",
         )
 
-    watcher = asyncio.create_task(_watch_disconnect(request, lambda: engine.abort(engine_id)))
-    events: list[TokenEvent] = []
+    def abort_all() -> None:
+        for stream in streams:
+            engine.abort(stream.request_id)
+
+    async def collect(stream: RequestStream) -> list[TokenEvent]:
+        return [event async for event in stream]
+
+    watcher = asyncio.create_task(_watch_disconnect(request, abort_all))
     try:
-        async for event in stream:
-            events.append(event)
+        results = await asyncio.gather(*(collect(s) for s in streams))
     except EngineDeadError as exc:
         raise ApiError(500, str(exc), "InternalServerError") from None
     finally:
         watcher.cancel()
-        if not stream.done:
-            engine.abort(engine_id)
-    text = "".join(output_token_text(e.index) for e in events if e.index >= 0)
-    if chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
-    else:
-        choice = {"index": 0, "text": text}
-    choice.update({"logprobs": None, "finish_reason": stream.finish_reason, "stop_reason": None})
-    result = {**head, "object": "chat.completion" if chat else "text_completion", "choices": [choice]}
-    result["usage"] = _usage(stream)
+        abort_all()  # no-op for finished requests
+    choices = []
+    for index, (stream, events) in enumerate(zip(streams, results, strict=True)):
+        text = "".join(output_token_text(e.index) for e in events if e.index >= 0)
+        if chat:
+            choice: dict[str, Any] = {"index": index, "message": {"role": "assistant", "content": text}}
+        else:
+            choice = {"index": index, "text": text}
+        choice.update({"logprobs": None, "finish_reason": stream.finish_reason, "stop_reason": None})
+        choices.append(choice)
+    result = {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices}
+    result["usage"] = _usage(streams)
     return JSONResponse(result)
 
 
 async def _stream_events(
     request: Request,
     engine: RealtimeEngine,
-    stream: RequestStream,
+    streams: list[RequestStream],
     head: dict[str, Any],
     chat: bool,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    watcher = asyncio.create_task(_watch_disconnect(request, lambda: engine.abort(stream.request_id)))
+    """SSE chunks of all the request's streams (a batch interleaves, each chunk names its choice index)."""
+    merged: asyncio.Queue[tuple[int, TokenEvent | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: RequestStream) -> None:
+        try:
+            async for event in stream:
+                merged.put_nowait((index, event))
+        except EngineDeadError as exc:
+            merged.put_nowait((index, exc))
+        merged.put_nowait((index, None))
+
+    def abort_all() -> None:
+        for stream in streams:
+            engine.abort(stream.request_id)
+
+    watcher = asyncio.create_task(_watch_disconnect(request, abort_all))
+    pumps = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
     try:
         if chat:
             first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
             yield _sse({**head, "choices": [first]})
-        async for event in stream:
-            text = output_token_text(event.index) if event.index >= 0 else ""
-            choice: dict[str, Any] = {"index": 0}
+        open_streams = len(streams)
+        while open_streams:
+            index, item = await merged.get()
+            if item is None:
+                open_streams -= 1
+                continue
+            if isinstance(item, BaseException):
+                yield _sse(error_body(500, str(item), "InternalServerError"))
+                break
+            text = output_token_text(item.index) if item.index >= 0 else ""
+            choice: dict[str, Any] = {"index": index}
             choice.update({"delta": {"content": text}} if chat else {"text": text})
-            choice.update({"logprobs": None, "finish_reason": event.finish_reason})
-            if event.finish_reason is not None:
+            choice.update({"logprobs": None, "finish_reason": item.finish_reason})
+            if item.finish_reason is not None:
                 choice["stop_reason"] = None
             yield _sse({**head, "choices": [choice]})
-        if include_usage:
-            yield _sse({**head, "choices": [], "usage": _usage(stream)})
-    except EngineDeadError as exc:
-        yield _sse(error_body(500, str(exc), "InternalServerError"))
+        else:
+            if include_usage:
+                yield _sse({**head, "choices": [], "usage": _usage(streams)})
     finally:
         watcher.cancel()
-        if not stream.done:
-            engine.abort(stream.request_id)
+        for task in pumps:
+            task.cancel()
+        abort_all()  # no-op for finished requests
     yield "data: [DONE]\n\n"
 
 

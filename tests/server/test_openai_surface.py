@@ -121,3 +121,24 @@ async def test_tokenize_is_prefix_stable_and_detokenize_answers(emulator: Runnin
     assert chat["count"] == tokenizer.estimate_tokens(render_chat([{"role": "user", "content": "hi"}]))
     detok = (await c.post("/detokenize", json={"tokens": [1, 2, 3]})).json()
     assert tokenizer.estimate_tokens(detok["prompt"]) == 3
+
+
+async def test_batched_completion_prompts(emulator: Running) -> None:
+    c = emulator.client
+    r = await c.post("/v1/completions", json={"prompt": ["a" * 40, "b" * 80], "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [ch["index"] for ch in body["choices"]] == [0, 1]
+    assert all(ch["finish_reason"] == "length" for ch in body["choices"])
+    assert body["usage"]["prompt_tokens"] == 10 + 20 and body["usage"]["completion_tokens"] == 6
+    r = await c.post(
+        "/v1/completions",
+        json={"prompt": [[1, 2, 3], [4, 5, 6, 7]], "max_tokens": 2, "stream": True,
+              "stream_options": {"include_usage": True}},
+    )
+    chunks = parse_sse(r.text)
+    assert chunks[-1] == "[DONE]"
+    finishes = {ch["choices"][0]["index"]: ch["choices"][0]["finish_reason"] for ch in chunks[:-2]
+                if ch["choices"][0]["finish_reason"]}
+    assert finishes == {0: "length", 1: "length"}
+    assert chunks[-2]["usage"]["prompt_tokens"] == 7
