@@ -1,5 +1,6 @@
 """LearnedRouter + runtime without the host: both call styles, fallbacks, state outside the router object."""
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,3 +181,40 @@ def test_learned_policy_trains_in_the_background_by_default(monkeypatch: pytest.
         assert (runtime.policy.config.trainer_mode, runtime.policy.config.first_fit_samples) == ("off", 50)
     finally:
         runtime.policy.close()
+
+
+async def test_kubernetes_awareness_started_once_and_feeds_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("kubernetes_asyncio", reason="the k8s extra (kubernetes-asyncio) is not installed")
+    from lodestar_vllm.core.types import HardwareInfo
+    from lodestar_vllm.integrations.kubernetes import awareness
+
+    started: list[object] = []
+
+    class FakeAwareness:
+        closed = False
+
+        def hardware_by_url(self) -> dict[str, HardwareInfo]:
+            return {URLS[1]: HardwareInfo(gpu_class="L4")}
+
+        def status(self) -> dict[str, int]:
+            return {"known_engine_pods": 1}
+
+        async def close(self) -> None:
+            self.closed = True
+
+    async def start_from_env(learner: object = None) -> FakeAwareness:
+        started.append(learner)
+        return FakeAwareness()
+
+    monkeypatch.setattr(awareness.KubernetesAwareness, "start_from_env", staticmethod(start_from_env))
+    monkeypatch.setenv("LODESTAR_K8S_ENGINE_SELECTOR", "app=vllm")
+    runtime = _runtime(hardware={URLS[0]: HardwareInfo(gpu_class="H100-80GB")})
+    await runtime.start()  # the lifespan path; ensure_started's task must not start a second one
+    await asyncio.sleep(0)
+    _router().route_request([Endpoint(u) for u in URLS], {}, {}, FakeRequest({"model": "m"}))
+    _, views = runtime.policy.routes[-1]
+    assert [v.hardware.gpu_class for v in views] == ["H100-80GB", "L4"]
+    assert len(started) == 1 and runtime.status()["kubernetes"] == {"known_engine_pods": 1}
+    k8s = runtime.k8s
+    await runtime.stop()
+    assert k8s.closed

@@ -62,6 +62,7 @@ class LodestarRuntime:
         self._rr = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self.k8s: Any = None  # KubernetesAwareness, when enabled
+        self._k8s_started = False
         self.hardware: Mapping[str, HardwareInfo] = self.settings.hardware
 
     # --- the request path (no I/O, no training: a policy call and some dict updates) --------------------
@@ -204,12 +205,17 @@ class LodestarRuntime:
         """Start the scraper, the pending sweeper and periodic checkpoints on the running loop, and the
         Kubernetes awareness (hardware discovery, model sharing) when LODESTAR_K8S_* asks for it."""
         self.ensure_started()
-        if self.k8s is None and kubernetes_requested():
-            from lodestar_vllm.integrations.kubernetes.awareness import KubernetesAwareness, policy_callables
+        await self._start_kubernetes()
 
-            learner = policy_callables(self.policy) if hasattr(self.policy, "import_checkpoint") else None
-            self.k8s = await KubernetesAwareness.start_from_env(learner)
-            self.hardware = ChainMap(dict(self.settings.hardware), self.k8s.hardware_by_url())
+    async def _start_kubernetes(self) -> None:
+        if self._k8s_started or not kubernetes_requested():
+            return
+        self._k8s_started = True  # set before awaiting: the lifespan and ensure_started may both get here
+        from lodestar_vllm.integrations.kubernetes.awareness import KubernetesAwareness, policy_callables
+
+        learner = policy_callables(self.policy) if hasattr(self.policy, "import_checkpoint") else None
+        self.k8s = await KubernetesAwareness.start_from_env(learner)
+        self.hardware = ChainMap(dict(self.settings.hardware), self.k8s.hardware_by_url())
 
     async def stop(self) -> None:
         if self.k8s is not None:
@@ -240,6 +246,14 @@ class LodestarRuntime:
         self._tasks.append(loop.create_task(self._sweep_forever(), name="lodestar-sweeper"))
         if self.settings.checkpoint_path and checkpoint.supports_checkpoints(self.policy):
             self._tasks.append(loop.create_task(self._checkpoint_forever(), name="lodestar-checkpoint"))
+        if kubernetes_requested():  # patched host: no lifespan of ours, so start it from here
+            self._tasks.append(loop.create_task(self._start_kubernetes_logged(), name="lodestar-kubernetes"))
+
+    async def _start_kubernetes_logged(self) -> None:
+        try:
+            await self._start_kubernetes()
+        except Exception:
+            logger.exception("lodestar: Kubernetes awareness failed to start; routing goes on without it")
 
     def save_checkpoint_blocking(self) -> None:
         if self.settings.checkpoint_path and checkpoint.supports_checkpoints(self.policy):
