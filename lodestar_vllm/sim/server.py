@@ -512,6 +512,7 @@ def build_server(
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
         enable_prefix_caching=config.enable_prefix_caching,
+        num_gpu_blocks_override=config.num_gpu_blocks,
     )
     engine.metrics = metrics
     # the engine caps max_model_len by what its KV cache can hold for one request, as vLLM refuses to start

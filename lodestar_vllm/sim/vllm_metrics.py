@@ -116,6 +116,7 @@ class VllmMetrics:
         max_model_len: int,
         gpu_memory_utilization: float = 0.92,
         enable_prefix_caching: bool = True,
+        num_gpu_blocks_override: int | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = (model_name, str(engine_index))
@@ -137,7 +138,7 @@ class VllmMetrics:
             gpu_memory_utilization=str(gpu_memory_utilization),
             kv_cache_size_tokens=str(initial.num_gpu_blocks * initial.block_size),
             num_gpu_blocks=str(initial.num_gpu_blocks),
-            num_gpu_blocks_override="None",
+            num_gpu_blocks_override=str(num_gpu_blocks_override),
             prefix_caching_hash_algo="sha256",
         ).set(1)
 
