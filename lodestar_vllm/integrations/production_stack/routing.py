@@ -16,7 +16,6 @@ from collections.abc import Generator, Mapping
 from typing import Any
 
 from lodestar_vllm.core.types import OutcomeStatus
-from lodestar_vllm.integrations.production_stack.lifecycle import Attempt
 from lodestar_vllm.integrations.production_stack.runtime import (
     LodestarRuntime,
     current_runtime,
@@ -67,7 +66,6 @@ class LearnedRouter(_HostRoutingInterface):
         self.max_instance_failover_reroute_attempts = int(max_instance_failover_reroute_attempts or 0)
         self.session_key = kwargs.get("session_key")
         self._emergency = itertools.count()
-        self._by_record: dict[tuple[str, str], Attempt] = {}
         if routing_logic_config and current_runtime() is None:
             # Patched host: --routing-logic-config carries our settings (over LODESTAR_* variables).
             install_runtime(LodestarRuntime(LodestarSettings.from_sources(config=routing_logic_config)))
@@ -125,20 +123,24 @@ class LearnedRouter(_HostRoutingInterface):
         runtime = current_runtime()
         attempt = runtime.tracker.claim(record.engine_url, record.request_id) if runtime else None
         if attempt is not None:  # None: not ours, or already claimed by the unpatched-host hook
-            if len(self._by_record) >= runtime.tracker.max_attempts:
-                self._by_record.pop(next(iter(self._by_record)))
-            self._by_record[(record.request_id, record.engine_url)] = attempt
+            # Kept in the runtime, not on this object: a reconfiguration may replace the router mid-request.
+            by_record = runtime.listener_attempts
+            if len(by_record) >= runtime.tracker.max_attempts:
+                by_record.pop(next(iter(by_record)))
+            by_record[(record.request_id, record.engine_url)] = attempt
 
     def on_first_token(self, record: Any) -> None:
         runtime = current_runtime()
-        attempt = self._by_record.get((record.request_id, record.engine_url))
+        attempt = runtime.listener_attempts.get((record.request_id, record.engine_url)) if runtime else None
         if runtime is not None and attempt is not None:
             runtime.tracker.first_token(attempt)
 
     def on_request_end(self, record: Any) -> None:
         runtime = current_runtime()
-        attempt = self._by_record.pop((record.request_id, record.engine_url), None)
-        if runtime is None or attempt is None:
+        if runtime is None:
+            return
+        attempt = runtime.listener_attempts.pop((record.request_id, record.engine_url), None)
+        if attempt is None:
             return
         attempt.http_status = record.http_status
         status = {"success": OutcomeStatus.OK, "aborted": OutcomeStatus.ABORTED}.get(

@@ -62,6 +62,8 @@ class LodestarRuntime:
         self._rr = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
         self.k8s: Any = None  # KubernetesAwareness, when enabled
+        # Patched host: attempts claimed through the lifecycle listener API, by (request id, engine url).
+        self.listener_attempts: OrderedDict[tuple[str, str], Attempt] = OrderedDict()
         self._k8s_started = False
         self.hardware: Mapping[str, HardwareInfo] = self.settings.hardware
 
