@@ -155,3 +155,13 @@ def test_cli_bench_and_demo_write_results(tmp_path: Path, capsys: pytest.Capture
     demo = load_results(tmp_path / "demo" / "results.json")
     assert demo["scenario"]["cluster"] == "mixed-fleet" and demo["scenario"]["duration"] == 3.0
     assert (tmp_path / "demo" / "report.md").exists()
+
+
+def test_every_preset_builds_calibrated_engines() -> None:
+    from lodestar_vllm.sim.cluster import default_engine_factory
+
+    for name in cluster_names():
+        for inst in load_cluster(name).spec.instances:
+            engine, hardware = default_engine_factory(inst)
+            assert engine.stats().num_gpu_blocks > 0, (name, inst.name)
+            assert hardware.gpu_class and hardware.gpu_memory_gb and hardware.gpu_memory_gb > 10
