@@ -147,3 +147,18 @@ def test_attempt_ids_unique_per_attempt() -> None:
     first = tracker.new_attempt_id("abc")
     assert first == "abc"
 
+
+
+def test_attempts_without_an_end_are_failed_after_the_attempt_timeout() -> None:
+    policy = StubPolicy()
+    tracker, now = _tracker(policy)
+    tracker.attempt_timeout = 100.0
+    _route(tracker, policy)
+    attempt = tracker.claim(URL, "x")  # dispatched, but its end never arrives
+    now[0] = 50.0
+    assert tracker.sweep() == 0 and tracker.counts()["in_flight"] == 1
+    now[0] = 101.0
+    assert tracker.sweep() == 1
+    assert [(o.status, o.error) for o in policy.outcomes] == [
+        (OutcomeStatus.FAILED, "no end of the attempt observed (timeout)")]
+    assert attempt.outcome is not None and tracker.counts()["in_flight"] == 0

@@ -63,11 +63,15 @@ class LifecycleTracker:
         clock: Callable[[], float],
         pending_timeout: float = 60.0,
         max_attempts: int = 100_000,
+        attempt_timeout: float = 3600.0,
         on_finished: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.policy = policy
         self._clock = clock
         self.pending_timeout = pending_timeout
+        # A dispatched attempt whose end never arrives (a lost listener event, a stream nobody closes) is
+        # failed after this long, so nothing stays "in flight" for the policy forever.
+        self.attempt_timeout = attempt_timeout
         self.max_attempts = max_attempts
         self._on_finished = on_finished
         self._pending: OrderedDict[str, Attempt] = OrderedDict()  # routed, not yet dispatched
@@ -154,13 +158,17 @@ class LifecycleTracker:
             self._on_finished(attempt)
 
     def sweep(self) -> int:
-        """Fail decisions that were never dispatched within ``pending_timeout``; returns how many."""
-        deadline = self._clock() - self.pending_timeout
-        expired = [a for a in self._pending.values() if a.routed_at < deadline]
+        """Fail decisions never dispatched within ``pending_timeout`` and attempts with no end after
+        ``attempt_timeout``; returns how many."""
+        now = self._clock()
+        expired = [a for a in self._pending.values() if a.routed_at < now - self.pending_timeout]
         for attempt in expired:
             del self._pending[attempt.attempt_id]
             self._finish(attempt, OutcomeStatus.FAILED, error="not dispatched (timeout)")
-        return len(expired)
+        stuck = [a for a in self._active.values() if (a.dispatched_at or a.routed_at) < now - self.attempt_timeout]
+        for attempt in stuck:
+            self.finish(attempt, OutcomeStatus.FAILED, error="no end of the attempt observed (timeout)")
+        return len(expired) + len(stuck)
 
     def counts(self) -> dict[str, Any]:
         return {
