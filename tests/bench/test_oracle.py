@@ -60,3 +60,21 @@ def test_probe_matches_engine_estimate_and_rejects_other_requests() -> None:
 
     sim.run([Spy(sim)])
     assert seen[0] is not None and seen[0] > 0 and seen[1] is None
+
+
+def test_probe_agrees_with_the_simulated_ttft_on_idle_engines_slowdown_included() -> None:
+    import pytest
+
+    from lodestar_vllm.bench.presets import load_cluster
+    from lodestar_vllm.sim.cluster import ScenarioEvent
+
+    reqs = make_requests(4, gap_s=20.0, prompt=3000, output=10)  # each alone on an idle fleet
+    spec = load_cluster("tiny").spec
+    slow_all = ScenarioEvent(at=30.0, action="slowdown", instances=("a100-40gb-0", "l4-0"), factor=2.0)
+    sim = ClusterSimulator(spec, reqs, events=[slow_all])
+    result = sim.run([OracleGreedyPolicy(sim)])
+    ttfts = [r.ttft for r in result.records]
+    for rec in result.records:
+        assert rec.instance == "a100-40gb-0"  # the faster GPU
+        assert rec.predicted_ttft == pytest.approx(rec.ttft, rel=1e-6)
+    assert ttfts[2] == pytest.approx(2 * ttfts[0], rel=1e-6)  # after the slowdown, both doubled
