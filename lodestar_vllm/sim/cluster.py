@@ -252,6 +252,10 @@ class ClusterSimulator:
         self._shares = 0
         self._steps = 0
         self._now = 0.0
+        self._last_arrival = self._requests[-1].arrival_time if self._requests else 0.0
+        self._open = 0
+        self._progress: Callable[[int], None] | None = None
+        self._ran = False
 
     # ----- the TTFT probe (oracle-greedy only) -----
     def estimate_ttft(self, url: str, request: RequestInfo, now: float) -> float | None:
@@ -274,6 +278,9 @@ class ClusterSimulator:
         """Replay everything; ``progress(n)`` is called with the number of newly finished requests."""
         if len(policies) != self.config.replicas:
             raise ValueError(f"need {self.config.replicas} policies (one per replica), got {len(policies)}")
+        if self._ran:
+            raise RuntimeError("a simulator runs once: its engines keep their state; build a new one")
+        self._ran = True
         self._policies = list(policies)
         # Fleet changes and the first scrape are queued before arrivals: at equal times they apply first.
         for ev in self._events:
@@ -285,10 +292,8 @@ class ClusterSimulator:
                                 req.session_id)
             records.append(rec)
             self._push(req.arrival_time, _ARRIVE, _Arrival(rec, req))
-        last_arrival = self._requests[-1].arrival_time if self._requests else 0.0
         if self.config.share_interval_s is not None and self.config.replicas > 1:
             self._push(self.config.share_interval_s, _SHARE, None)
-        self._last_arrival = last_arrival
         self._open = len(records)
         self._progress = progress
         heap = self._heap

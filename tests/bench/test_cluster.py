@@ -195,3 +195,10 @@ def test_sharing_survives_a_publisher_without_a_model() -> None:
     sim = ClusterSimulator(two_gpu_cluster(), make_requests(20), cfg, engine_factory=fake_factory)
     result = sim.run([NoModelYet(), NoModelYet()])
     assert result.shares == 0 and all(r.status == OutcomeStatus.OK for r in result.records)
+
+
+def test_a_simulator_runs_once() -> None:
+    sim = ClusterSimulator(two_gpu_cluster(), make_requests(3), engine_factory=fake_factory)
+    sim.run([RoundRobin()])
+    with pytest.raises(RuntimeError, match="runs once"):
+        sim.run([RoundRobin()])
