@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The README's benchmark results, reproducible: every bench run behind docs/results.md, then the summary.
+#
+#   scripts/results.sh               # all runs (~15-25 min on 2 cores) + summary -> out/results/summary.md
+#   scripts/results.sh summary       # only re-print the summary from existing out/results/*/results.json
+#   scripts/results.sh find-load     # the target-load searches that chose the rate scales below (~25 min)
+#
+# Needs ../shared (the Mooncake trace) for the mooncake scenarios; without it they are skipped with a message
+# and the summary averages over the scenarios that ran. Outputs go to out/results/<run>/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-.venv/bin/python}
+LV=(.venv/bin/lodestar-vllm)
+OUT=${RESULTS_OUT:-out/results}
+JOBS=${JOBS:-2}
+SEED=0
+
+BASELINES=roundrobin,session,prefixaware,least-request,least-kv,power-of-two,aibrix-prefix-load,llmd-default
+BASELINES=$BASELINES,llmd-weighted,cache-aware,dynamo-cost
+ALL=learned,$BASELINES,oracle-greedy
+
+# Rate scales where the best heuristic's mean TTFT is >= 3x its idle TTFT (found by `find-load`, see
+# docs/results.md); durations keep >= 5 virtual minutes of traffic so learning curves mean something.
+HET_PREFIX_RATE=1.41; PREFIX_DURATION=300
+HOM_PREFIX_RATE=1.6
+HET_MOONCAKE_RATE=0.5; MOONCAKE_DURATION=600
+HOM_MOONCAKE_RATE=0.5
+MIXED_MRQA_RATE=1.0; MRQA_DURATION=600
+
+SHARED=${LODESTAR_SHARED:-../shared}
+have_mooncake() {
+    if [[ -d "$SHARED/data/traces/mooncake" ]]; then return 0; fi
+    echo "SKIP $1: the Mooncake trace is not under $SHARED/data/traces/mooncake (set LODESTAR_SHARED)" >&2
+    return 1
+}
+
+bench() {  # bench <run name> <bench args...>
+    local name=$1; shift
+    echo "== $name: lodestar-vllm bench $* --seed $SEED --jobs $JOBS --out $OUT/$name" >&2
+    "${LV[@]}" bench "$@" --seed "$SEED" --jobs "$JOBS" --no-progress --out "$OUT/$name" > "$OUT/$name.log"
+    tail -n 3 "$OUT/$name.log" >&2
+}
+
+summary() {
+    "$PY" scripts/summarize_results.py --root "$OUT" | tee "$OUT/summary.md"
+}
+
+find_load() {  # heuristics only; prints every evaluated rate scale
+    local dir=$OUT/target-load; mkdir -p "$dir"
+    local args=(--target-load 3 --policies "$BASELINES" --jobs "$JOBS" --no-progress)
+    "${LV[@]}" bench --cluster paper-heterogeneous --workload prefix-sharing --duration $PREFIX_DURATION \
+        --rate-scale 1 "${args[@]}" --out "$dir/het-prefix"
+    "${LV[@]}" bench --cluster paper-homogeneous --workload prefix-sharing --duration $PREFIX_DURATION \
+        --rate-scale 1 "${args[@]}" --out "$dir/hom-prefix"
+    if have_mooncake find-load; then
+        "${LV[@]}" bench --cluster paper-heterogeneous --workload mooncake-conversation \
+            --duration $MOONCAKE_DURATION --rate-scale 0.25 "${args[@]}" --out "$dir/het-mooncake"
+        "${LV[@]}" bench --cluster paper-homogeneous --workload mooncake-conversation \
+            --duration $MOONCAKE_DURATION --rate-scale 0.5 "${args[@]}" --out "$dir/hom-mooncake"
+    fi
+    "${LV[@]}" bench --cluster mixed-fleet --workload multi-round-qa --duration $MRQA_DURATION \
+        --rate-scale 1 "${args[@]}" --out "$dir/mixed-mrqa"
+}
+
+case "${1:-all}" in
+    summary) summary; exit 0 ;;
+    find-load) mkdir -p "$OUT"; find_load; exit 0 ;;
+    all) ;;
+    *) echo "usage: $0 [all|summary|find-load]" >&2; exit 2 ;;
+esac
+
+mkdir -p "$OUT/ckpt"
+echo "code at commit $(git rev-parse --short HEAD)$(git diff --quiet -- lodestar_vllm || echo ' (+ local changes)')" \
+    | tee "$OUT/commit.txt" >&2
+
+# Issue 3 + 4: every baseline, learned and the oracle on the five scenarios
+bench het-prefix --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
+    --duration $PREFIX_DURATION --policies $ALL
+bench hom-prefix --cluster paper-homogeneous --workload prefix-sharing --rate-scale $HOM_PREFIX_RATE \
+    --duration $PREFIX_DURATION --policies $ALL
+if have_mooncake het-mooncake; then
+    bench het-mooncake --cluster paper-heterogeneous --workload mooncake-conversation \
+        --rate-scale $HET_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
+    bench hom-mooncake --cluster paper-homogeneous --workload mooncake-conversation \
+        --rate-scale $HOM_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
+fi
+bench mixed-mrqa --cluster mixed-fleet --workload multi-round-qa --rate-scale $MIXED_MRQA_RATE \
+    --duration $MRQA_DURATION --policies $ALL
+
+# Warm start: a model trained on other traffic (seed 1) routes the seed-0 traffic from its first request
+"${LV[@]}" bench --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
+    --duration $PREFIX_DURATION --policies learned --seed 1 --jobs 1 --no-progress \
+    --save-checkpoint "$OUT/ckpt/learned.ckpt" --out "$OUT/het-prefix-ckpt" > "$OUT/het-prefix-ckpt.log"
+bench het-prefix-warm --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
+    --duration $PREFIX_DURATION --policies learned --warm-start "$OUT/ckpt/learned.ckpt"
+
+# Adaptation: the four A30s become 2x slower at half the run (a longer run: 4 min after the change)
+bench het-slowdown --cluster paper-heterogeneous-slowdown --workload prefix-sharing \
+    --rate-scale $HET_PREFIX_RATE --duration 480 \
+    --policies learned,aibrix-prefix-load,llmd-default,dynamo-cost,least-request,oracle-greedy
+
+# Router replicas: 4 learned replicas (sessions split by hash), without and with model sharing every 30 s
+bench het-replicas --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
+    --duration $PREFIX_DURATION --policies learned --replicas 4
+bench het-replicas-shared --cluster paper-heterogeneous --workload prefix-sharing \
+    --rate-scale $HET_PREFIX_RATE --duration $PREFIX_DURATION --policies learned --replicas 4 --share-interval 30
+
+summary

@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Read the results.json files written by scripts/results.sh and print the README's summary tables: learned
+vs AIBrix, vs the best heuristic and vs the oracle per scenario, the issue-4 targets marked met / MISSED,
+learning speed, warm start, adaptation to a slowdown, and router replicas with and without model sharing.
+
+Learning-curve criteria compare 30-s arrival windows. A window's raw mean TTFT moves with the load in that
+window (the cluster starts empty, arrivals are bursty), so the verdicts use the learned router's TTFT divided
+by the oracle's in the same window ("normalised"): it isolates what the router has learned from what the
+workload did. Raw figures are printed too.
+
+Usage: .venv/bin/python scripts/summarize_results.py [--root out/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LEARNED = "learned"
+AIBRIX = "aibrix-prefix-load"
+ORACLE = "oracle-greedy"
+WINDOW_S = 30.0
+
+# (directory under --root, label): the five issue-4 scenarios; the first one is the issue's >= 3x scenario
+SCENARIOS: tuple[tuple[str, str], ...] = (
+    ("het-prefix", "paper-heterogeneous / prefix-sharing"),
+    ("hom-prefix", "paper-homogeneous / prefix-sharing"),
+    ("het-mooncake", "paper-heterogeneous / mooncake-conversation"),
+    ("hom-mooncake", "paper-homogeneous / mooncake-conversation"),
+    ("mixed-mrqa", "mixed-fleet / multi-round-qa"),
+)
+HETEROGENEOUS = "het-prefix"
+
+# Targets from issue 4
+AIBRIX_MEAN_TARGET = 1.5
+AIBRIX_P99_TARGET = 1.6
+AIBRIX_HET_MEAN_TARGET = 3.0
+BEST_HEURISTIC_AVG_TARGET = 1.15
+BEST_HEURISTIC_FLOOR = 0.97
+ORACLE_GAP_TARGET = 1.15
+CONVERGE_TOLERANCE = 1.10
+CONVERGE_WITHIN_S = 60.0
+
+
+def is_heuristic(name: str) -> bool:
+    return name != ORACLE and not name.startswith(LEARNED)
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    file = path / "results.json"
+    if not file.is_file():
+        return None
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**MISSED**"
+
+
+def geomean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioRatios:
+    label: str
+    rate_scale: float
+    best_heuristic: str
+    learned_mean: float
+    learned_p99: float
+    vs_aibrix_mean: float  # aibrix / learned: > 1 means learned is faster
+    vs_aibrix_p99: float
+    vs_best_mean: float  # best heuristic / learned
+    vs_oracle_mean: float  # learned / oracle: 1.0 = as good as the oracle
+
+
+def scenario_ratios(label: str, doc: Mapping[str, Any]) -> ScenarioRatios:
+    pol = doc["policies"]
+    heur = {n: r for n, r in pol.items() if is_heuristic(n) and r.get("ttft_mean_s") is not None}
+    best = min(heur, key=lambda n: heur[n]["ttft_mean_s"])
+    learned, aibrix, oracle = pol[LEARNED], pol[AIBRIX], pol[ORACLE]
+    return ScenarioRatios(
+        label=label,
+        rate_scale=doc["scenario"]["rate_scale"],
+        best_heuristic=best,
+        learned_mean=learned["ttft_mean_s"],
+        learned_p99=learned["ttft_p99_s"],
+        vs_aibrix_mean=aibrix["ttft_mean_s"] / learned["ttft_mean_s"],
+        vs_aibrix_p99=aibrix["ttft_p99_s"] / learned["ttft_p99_s"],
+        vs_best_mean=heur[best]["ttft_mean_s"] / learned["ttft_mean_s"],
+        vs_oracle_mean=learned["ttft_mean_s"] / oracle["ttft_mean_s"],
+    )
+
+
+def scenario_table(label: str, doc: Mapping[str, Any]) -> str:
+    """Every policy of one scenario, sorted by mean TTFT."""
+    pol = doc["policies"]
+    sc = doc["scenario"]
+    head = (
+        f"**{label}** (rate scale {sc['rate_scale']:g}, duration {sc['duration']:g} s, seed {sc['seed']}, "
+        f"{pol[next(iter(pol))]['requests']} requests)"
+    )
+    lines = [
+        head,
+        "",
+        "| policy | TTFT mean s | p50 | p90 | p99 | e2e mean s | prefix hit | preempt | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in sorted(pol.items(), key=lambda kv: kv[1].get("ttft_mean_s") or math.inf):
+        lines.append(
+            f"| {name} | {r['ttft_mean_s']:.3f} | {r['ttft_p50_s']:.3f} | {r['ttft_p90_s']:.3f} | "
+            f"{r['ttft_p99_s']:.3f} | {r['e2e_mean_s']:.2f} | {r['prefix_hit_rate']:.1%} | {r['preemptions']} | "
+            f"{r['failed']} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_table(rows: Sequence[ScenarioRatios]) -> str:
+    lines = [
+        "| scenario | rate scale | learned mean / p99 s | vs aibrix mean | vs aibrix p99 | best heuristic | "
+        "vs best (mean) | learned / oracle (mean) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.label} | {r.rate_scale:g} | {r.learned_mean:.3f} / {r.learned_p99:.3f} | "
+            f"{r.vs_aibrix_mean:.2f}x | {r.vs_aibrix_p99:.2f}x | {r.best_heuristic} | "
+            f"{r.vs_best_mean:.2f}x | {r.vs_oracle_mean:.2f} |"
+        )
+    n = len(rows)
+    if n:
+        am = [r.vs_aibrix_mean for r in rows]
+        ap = [r.vs_aibrix_p99 for r in rows]
+        bm = [r.vs_best_mean for r in rows]
+        om = [r.vs_oracle_mean for r in rows]
+        lines.append(
+            f"| **average** (arithmetic; geometric) | | | {sum(am) / n:.2f}x; {geomean(am):.2f}x | "
+            f"{sum(ap) / n:.2f}x; {geomean(ap):.2f}x | | {sum(bm) / n:.2f}x; {geomean(bm):.2f}x | "
+            f"{sum(om) / n:.2f}; {geomean(om):.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        "vs X = X's TTFT / learned's TTFT (above 1: learned is faster); learned / oracle: 1.00 = the oracle."
+    )
+    return "\n".join(lines)
+
+
+def target_lines(rows: Sequence[ScenarioRatios], missing: Sequence[str]) -> list[str]:
+    if not rows:
+        return ["no scenario results"]
+    n = len(rows)
+    avg = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    am, ap = avg([r.vs_aibrix_mean for r in rows]), avg([r.vs_aibrix_p99 for r in rows])
+    bm = avg([r.vs_best_mean for r in rows])
+    worst = min(rows, key=lambda r: r.vs_best_mean)
+    om = avg([r.vs_oracle_mean for r in rows])
+    het = next((r for r in rows if r.label == dict(SCENARIOS)[HETEROGENEOUS]), None)
+    out = [
+        f"- vs aibrix-prefix-load, mean TTFT, averaged over {n} scenarios >= {AIBRIX_MEAN_TARGET}x: "
+        f"{am:.2f}x -> {verdict(am >= AIBRIX_MEAN_TARGET)}",
+        f"- vs aibrix-prefix-load, P99 TTFT, averaged >= {AIBRIX_P99_TARGET}x: {ap:.2f}x -> "
+        f"{verdict(ap >= AIBRIX_P99_TARGET)}",
+    ]
+    if het is not None:
+        out.append(
+            f"- vs aibrix-prefix-load, mean TTFT on paper-heterogeneous >= {AIBRIX_HET_MEAN_TARGET}x: "
+            f"{het.vs_aibrix_mean:.2f}x -> {verdict(het.vs_aibrix_mean >= AIBRIX_HET_MEAN_TARGET)}"
+        )
+    out += [
+        f"- vs best heuristic, mean TTFT, averaged >= {BEST_HEURISTIC_AVG_TARGET}x: {bm:.2f}x -> "
+        f"{verdict(bm >= BEST_HEURISTIC_AVG_TARGET)}",
+        f"- vs best heuristic never worse than {BEST_HEURISTIC_FLOOR}x: worst {worst.vs_best_mean:.2f}x "
+        f"({worst.label}, vs {worst.best_heuristic}) -> {verdict(worst.vs_best_mean >= BEST_HEURISTIC_FLOOR)}",
+        f"- within {ORACLE_GAP_TARGET - 1:.0%} of oracle-greedy on average (learned / oracle <= "
+        f"{ORACLE_GAP_TARGET}): {om:.2f} -> {verdict(om <= ORACLE_GAP_TARGET)}",
+    ]
+    if missing:
+        out.append(f"- (not run: {', '.join(missing)}; averages cover the scenarios above only)")
+    return out
+
+
+def windows(doc: Mapping[str, Any], policy: str) -> dict[float, float]:
+    return {w["t_s"]: w["ttft_mean_s"] for w in doc["policies"][policy]["timeline"]}
+
+
+def normalised_timeline(
+    doc: Mapping[str, Any], reference: Mapping[str, Any] | None = None
+) -> list[tuple[float, float, float]]:
+    """(window start, learned raw mean TTFT, learned / oracle) per 30-s window; the oracle comes from
+    ``reference`` (a run of the same scenario) when ``doc`` has none."""
+    learned = windows(doc, LEARNED)
+    src = doc if ORACLE in doc["policies"] else reference
+    oracle = windows(src, ORACLE) if src is not None else {}
+    return [(t, v, v / oracle[t]) for t, v in sorted(learned.items()) if t in oracle and oracle[t] > 0]
+
+
+def first_within(series: Sequence[tuple[float, float, float]], steady: float, start: float) -> float | None:
+    """End of the first window starting at or after ``start`` within tolerance of ``steady``, minus start."""
+    for t, _raw, norm in series:
+        if t >= start and norm <= CONVERGE_TOLERANCE * steady:
+            return t + WINDOW_S - start
+    return None
+
+
+def curve_line(series: Sequence[tuple[float, float, float]], upto: int = 12) -> str:
+    return ", ".join(f"{t:g}s: {raw:.2f} ({norm:.2f})" for t, raw, norm in series[:upto])
+
+
+def learning_section(cold: Mapping[str, Any] | None, warm: Mapping[str, Any] | None) -> list[str]:
+    out = ["### Learning speed and warm start (paper-heterogeneous / prefix-sharing)", ""]
+    if cold is None:
+        return out + ["not run"]
+    series = normalised_timeline(cold)
+    half = cold["scenario"]["duration"] / 2
+    steady_windows = [n for t, _r, n in series if t >= half]
+    steady = sum(steady_windows) / len(steady_windows)
+    took = first_within(series, steady, 0.0)
+    out.append(
+        f"Cold start, per 30-s window `start: learned mean TTFT s (learned / oracle)`: {curve_line(series)}"
+    )
+    out.append(f"Steady state (windows from {half:g} s on): learned / oracle = {steady:.2f}.")
+    out.append(
+        f"- cold start within 10% of steady state within {CONVERGE_WITHIN_S:g} s: first window within "
+        f"10% ends at {took if took is not None else 'never'} s -> "
+        f"{verdict(took is not None and took <= CONVERGE_WITHIN_S)}"
+    )
+    if warm is None:
+        return out + ["- warm start: not run"]
+    wseries = normalised_timeline(warm, reference=cold)
+    wsteady_w = [n for t, _r, n in wseries if t >= half]
+    wsteady = sum(wsteady_w) / len(wsteady_w)
+    first = wseries[0]
+    ok = first[0] == 0.0 and first[2] <= CONVERGE_TOLERANCE * wsteady
+    out.append(f"Warm start (checkpoint from a seed-1 run, same seed-0 traffic): {curve_line(wseries)}")
+    out.append(
+        f"- warm start within 10% of its steady state ({wsteady:.2f}) from the first window: "
+        f"{first[2]:.2f} -> {verdict(ok)}"
+    )
+    cf, wf = (
+        cold["policies"][LEARNED]["ttft_first_60s_mean_s"],
+        warm["policies"][LEARNED]["ttft_first_60s_mean_s"],
+    )
+    out.append(
+        f"- first 60 s mean TTFT: cold {cf:.3f} s, warm {wf:.3f} s; whole run: cold "
+        f"{cold['policies'][LEARNED]['ttft_mean_s']:.3f} s, warm {warm['policies'][LEARNED]['ttft_mean_s']:.3f} s"
+    )
+    return out
+
+
+def adaptation_section(doc: Mapping[str, Any] | None, label: str) -> list[str]:
+    out = [f"### Adaptation ({label}: the four A30s become 2x slower at half the run)", ""]
+    if doc is None:
+        return out + ["not run"]
+    series = normalised_timeline(doc)
+    at = doc["scenario"]["duration"] / 2
+    end = max(t for t, _r, _n in series) + WINDOW_S
+    late = at + (end - at) / 2
+    steady_w = [n for t, _r, n in series if t >= late]
+    steady = sum(steady_w) / len(steady_w)
+    took = first_within(series, steady, at)
+    out.append(f"Per 30-s window `start: learned mean TTFT s (learned / oracle)`: {curve_line(series, 40)}")
+    out.append(
+        f"New steady state (windows from {late:g} s): learned / oracle = {steady:.2f}; slowdown at ~{at:g} s."
+    )
+    out.append(
+        f"- recovers within 10% of the new steady state within {CONVERGE_WITHIN_S:g} s: "
+        f"{took if took is not None else 'never'} s after the slowdown -> "
+        f"{verdict(took is not None and took <= CONVERGE_WITHIN_S)}"
+    )
+    out += ["", "| policy | TTFT mean s | p99 | mean before slowdown | mean after |", "|---|---|---|---|---|"]
+    for name, r in sorted(doc["policies"].items(), key=lambda kv: kv[1]["ttft_mean_s"]):
+        before = [(w["ttft_mean_s"], w["requests"]) for w in r["timeline"] if w["t_s"] < at]
+        after = [(w["ttft_mean_s"], w["requests"]) for w in r["timeline"] if w["t_s"] >= at]
+        wmean = lambda xs: sum(v * n for v, n in xs) / max(1, sum(n for _v, n in xs))  # noqa: E731
+        out.append(
+            f"| {name} | {r['ttft_mean_s']:.3f} | {r['ttft_p99_s']:.3f} | {wmean(before):.3f} | "
+            f"{wmean(after):.3f} |"
+        )
+    return out
+
+
+def replicas_section(
+    single: Mapping[str, Any] | None, apart: Mapping[str, Any] | None, shared: Mapping[str, Any] | None
+) -> list[str]:
+    out = [
+        "### Router replicas (paper-heterogeneous / prefix-sharing, 4 replicas, requests split by session)",
+        "",
+    ]
+    rows = [("1 router", single), ("4 replicas, no sharing", apart), ("4 replicas, share every 30 s", shared)]
+    if any(doc is None for _n, doc in rows):
+        return out + ["not run"]
+    base = single["policies"][LEARNED]["ttft_mean_s"]
+    out += [
+        "| setup | TTFT mean s | p99 | first 60 s mean | mean / 1 router | model shares |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, doc in rows:
+        r = doc["policies"][LEARNED]
+        out.append(
+            f"| {name} | {r['ttft_mean_s']:.3f} | {r['ttft_p99_s']:.3f} | {r['ttft_first_60s_mean_s']:.3f} | "
+            f"{r['ttft_mean_s'] / base:.2f} | {r['shares']} |"
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--root", type=Path, default=Path("out/results"), help="scripts/results.sh output root"
+    )
+    parser.add_argument("--no-scenario-tables", action="store_true", help="print only the summary")
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        print(f"no results under {args.root}: run scripts/results.sh first", file=sys.stderr)
+        return 2
+    rows, missing = [], []
+    for key, label in SCENARIOS:
+        doc = load(args.root / key)
+        if doc is None:
+            missing.append(label)
+            continue
+        if not args.no_scenario_tables:
+            print(scenario_table(label, doc) + "\n")
+        rows.append(scenario_ratios(label, doc))
+    print("## Summary: learned vs baselines and the oracle (mean and P99 TTFT)\n")
+    print(summary_table(rows) + "\n")
+    print("### Issue-4 targets\n")
+    print("\n".join(target_lines(rows, missing)) + "\n")
+    print(
+        "\n".join(learning_section(load(args.root / HETEROGENEOUS), load(args.root / "het-prefix-warm")))
+        + "\n"
+    )
+    print(
+        "\n".join(adaptation_section(load(args.root / "het-slowdown"), "paper-heterogeneous-slowdown")) + "\n"
+    )
+    print(
+        "\n".join(
+            replicas_section(
+                load(args.root / HETEROGENEOUS),
+                load(args.root / "het-replicas"),
+                load(args.root / "het-replicas-shared"),
+            )
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
