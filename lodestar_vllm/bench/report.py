@@ -3,6 +3,7 @@ AIBrix's prefix-cache router) and PNG plots (TTFT CDF, TTFT over time, load shar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,11 @@ def write_report(out_dir: Path, doc: Mapping[str, Any]) -> Path:
     learned = {n: r for n, r in policies.items() if r.get("decision_paths") and not is_heuristic(n)}
     for name, res in learned.items():
         lines.append(f"Decision paths of {name}: {res['decision_paths']}")
+        stats = res.get("policy_stats") or {}
+        shown = {k: stats[k] for k in ("model", "recent_accuracy") if isinstance(stats.get(k), dict)}
+        if shown:
+            lines.append(f"Model of {name} at the end: {json.dumps(shown)}")
+        lines.append("")
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
