@@ -7,7 +7,7 @@ resolved to seconds once the workload is loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -58,7 +58,8 @@ instances:
 
 @dataclass(frozen=True, slots=True)
 class FleetChange:
-    """A scenario event at ``at_fraction`` of the workload span, applied to ``select`` (see ``select_names``)."""
+    """A scenario event at ``at_fraction`` of the workload span, applied to ``select`` (see ``select_names``);
+    ``add`` adds one engine like the first selected instance."""
 
     at_fraction: float
     action: str
@@ -74,6 +75,8 @@ ADAPTATION: dict[str, tuple[str, tuple[FleetChange, ...]]] = {
     "mixed-fleet-slowdown": ("mixed-fleet", (FleetChange(0.5, "slowdown", "first-half", 2.0),)),
     # One instance leaves at a third of the run (scale-in, node drain).
     "mixed-fleet-scale-in": ("mixed-fleet", (FleetChange(1 / 3, "remove", "first"),)),
+    # One more H100 joins at a third of the run (scale-out): a router must start using an engine it never saw.
+    "mixed-fleet-scale-out": ("mixed-fleet", (FleetChange(1 / 3, "add", "first"),)),
 }
 
 
@@ -85,11 +88,18 @@ class ClusterChoice:
 
     def events(self, span_s: float) -> list[ScenarioEvent]:
         """Scenario events in seconds for a workload whose arrivals span ``span_s``."""
-        return [
-            ScenarioEvent(at=c.at_fraction * span_s, action=c.action, instances=select_names(self.spec, c.select),
-                          factor=c.factor)
-            for c in self.changes
-        ]
+        out = []
+        for i, c in enumerate(self.changes):
+            names = select_names(self.spec, c.select)
+            if c.action == "add":
+                # a new engine like the first selected one (same GPU, model, engine options), fresh name
+                template = next(inst for inst in self.spec.instances if inst.name == names[0])
+                new = replace(template, name=f"{template.gpu.lower()}-added-{i}")
+                out.append(ScenarioEvent(at=c.at_fraction * span_s, action="add", new_instance=new))
+            else:
+                out.append(ScenarioEvent(at=c.at_fraction * span_s, action=c.action, instances=names,
+                                         factor=c.factor))
+        return out
 
 
 def cluster_names() -> list[str]:

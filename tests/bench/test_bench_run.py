@@ -165,3 +165,10 @@ def test_every_preset_builds_calibrated_engines() -> None:
             engine, hardware = default_engine_factory(inst)
             assert engine.stats().num_gpu_blocks > 0, (name, inst.name)
             assert hardware.gpu_class and hardware.gpu_memory_gb and hardware.gpu_memory_gb > 10
+
+
+def test_scale_out_preset_adds_an_engine_like_the_first() -> None:
+    (event,) = load_cluster("mixed-fleet-scale-out").events(span_s=90.0)
+    assert event.action == "add" and event.at == pytest.approx(30.0)
+    assert event.new_instance is not None and event.new_instance.gpu == "H100"
+    assert event.new_instance.name == "h100-added-0" and event.new_instance.engine.max_num_batched_tokens == 8192
