@@ -148,7 +148,7 @@ async def test_engine_becomes_10x_slower() -> None:
             before = await _closed_loop(client, r, "before", 120)
             assert slow.faults.loop is not None
             slow_down(slow.served.engine, slow.faults.loop, 10.0)
-            await _closed_loop(client, r, "adapt", 60)
+            await _closed_loop(client, r, "adapt", 120)  # time to learn: rates, in-flight, a refit
             after = await _closed_loop(client, r, "after", 120)
         _accounted(r)
     share_before = before.count(slow.url) / len(before)
