@@ -24,18 +24,39 @@ def supports_checkpoints(policy: RoutingPolicy) -> bool:
 
 
 def restore(policy: RoutingPolicy, path: str) -> bool:
-    """Load ``path`` into the policy when both exist; a corrupt file is an error, not a silent cold start."""
+    """Load ``path`` into the policy when both exist.
+
+    A checkpoint the policy refuses (corrupt, other feature schema or objective) does not stop the router: it
+    is moved aside to ``<path>.refused-<n>`` (so the next periodic save cannot overwrite it: nothing is lost
+    for a post-mortem), the refusal is logged with the reason (the policy also counts it in
+    ``lodestar_checkpoint_refused_total``) and routing starts cold, on the fallback rule.
+    """
     if not Path(path).exists():
         logger.info("lodestar: no checkpoint at %s, starting cold", path)
         return False
     if not hasattr(policy, "load_checkpoint"):
-        raise RuntimeError(f"policy {policy.name!r} cannot load checkpoints but {path} exists")
+        logger.warning("lodestar: policy %r cannot load checkpoints; ignoring %s", policy.name, path)
+        return False
     loaded = policy.load_checkpoint(path)  # type: ignore[attr-defined]
     if loaded is False:  # the learned policy refuses mismatched checkpoints (and says why in its log)
-        raise RuntimeError(f"lodestar: checkpoint {path} was refused by policy {policy.name!r}; "
-                           "move it away to start cold")
+        kept = _move_aside(Path(path))
+        logger.error(
+            "lodestar: checkpoint %s was refused by policy %r; kept as %s, starting cold (fallback routing)",
+            path, policy.name, kept,
+            extra={"event": "checkpoint_refused", "path": path, "kept_as": str(kept)},
+        )
+        return False
     logger.info("lodestar: restored learned state from %s", path)
     return True
+
+
+def _move_aside(path: Path) -> Path:
+    for n in range(1, 1000):
+        target = path.with_name(f"{path.name}.refused-{n}")
+        if not target.exists():
+            path.rename(target)
+            return target
+    raise RuntimeError(f"too many refused checkpoints next to {path}")
 
 
 def _snapshot(policy: RoutingPolicy) -> Any | None:
