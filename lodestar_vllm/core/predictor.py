@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,11 +129,12 @@ def loss(objective: str, pred: np.ndarray, target: np.ndarray, quantile: float =
 
 def fit(x: np.ndarray, y: np.ndarray, *, objective: str, hidden: tuple[int, ...], heads: int, steps: int,
         batch_size: int, learning_rate: float, weight_decay: float, seed: int, quantile: float = 0.9,
-        init: ModelWeights | None = None) -> ModelWeights:
+        init: ModelWeights | None = None, between_steps: Callable[[], None] | None = None) -> ModelWeights:
     """Train an ensemble with torch (lazy import; never called on the request path).
 
     ``init`` warm-starts from the current model: its first layer is re-expressed under the new
-    normalisation, so the function it computes is unchanged before the first step.
+    normalisation, so the function it computes is unchanged before the first step. ``between_steps`` runs
+    after every step (the background trainer yields the GIL there).
     """
     import torch
 
@@ -195,6 +196,8 @@ def fit(x: np.ndarray, y: np.ndarray, *, objective: str, hidden: tuple[int, ...]
         opt.zero_grad(set_to_none=True)
         loss_value.backward()
         opt.step()
+        if between_steps is not None:
+            between_steps()
     layers = []
     with torch.no_grad():
         for li in range(0, len(params), 2):

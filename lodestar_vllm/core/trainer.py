@@ -102,6 +102,10 @@ class SampleBuffer:
         return _arrays(*self.snapshot(holdout_fraction))
 
 
+def _yield_gil() -> None:
+    time.sleep(0)
+
+
 def _finite(value: float) -> float | None:
     """JSON-friendly loss: None instead of inf/nan (status() is served as JSON)."""
     return value if math.isfinite(value) else None
@@ -180,7 +184,7 @@ class OnlineTrainer:
                 x_tr, y_tr, objective=cfg.objective, hidden=tuple(cfg.hidden), heads=cfg.ensemble,
                 steps=cfg.train_steps if current is None else cfg.warm_train_steps, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                 weight_decay=cfg.weight_decay, seed=self.seed * 1_000_003 + run, quantile=cfg.quantile,
-                init=current)
+                init=current, **self._fit_extras())
         except Exception as exc:  # a broken fit must never take routing down
             self.stats.failures += 1
             log.warning("lodestar trainer: fit failed", extra={"event": "fit_failed", "error": repr(exc)})
@@ -228,6 +232,12 @@ class OnlineTrainer:
                 self.on_result(model, info)
             except Exception:  # noqa: BLE001 - observability must not break training
                 log.exception("lodestar trainer: result callback failed")
+
+    def _fit_extras(self) -> dict[str, Any]:
+        if self.mode != "background" or self.fit_fn is not fit:
+            return {}
+        # Hand the GIL to the event loop between steps: the host's loop waits a step, not a switch interval.
+        return {"between_steps": _yield_gil}
 
     def _holdout_loss(self, model: ModelWeights | None, x: np.ndarray, y: np.ndarray) -> float:
         if model is None:
