@@ -106,10 +106,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
-        # mkstemp makes 0600; replicas and sidecars reading the shared file need the usual 0644 (minus umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o644 & ~umask)
+        # mkstemp makes 0600; replicas and sidecars reading the shared file need the usual 0644. (Reading the
+        # umask would mean setting it, which is process-wide and racy.)
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
