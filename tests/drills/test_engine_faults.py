@@ -197,8 +197,6 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known defect in the learned policy: failed outcomes teach it nothing, so an "
-                   "engine that fails fast looks idle and draws the traffic (docs/operations.md, drill results)")
 def test_traffic_moves_away_from_a_failing_engine() -> None:
     """Should hold: once an engine answers every request with 500, most requests go to the healthy one."""
     with engines(2) as (bad, good), router([bad.url, good.url], options=FAST_LEARNED) as r:

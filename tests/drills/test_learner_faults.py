@@ -32,7 +32,7 @@ def test_trainer_thread_dies_and_is_restarted() -> None:
     options = {**FAST_LEARNED, "trainer_mode": "background", "refit_every_s": 0.5}
     restarts_before = _metric("lodestar_trainer_restarts_total")
     with engines(2) as es, router([e.url for e in es], options=options) as r:
-        policy = r.runtime.policy
+        policy = r.runtime.policy.inner  # the runtime puts outlier ejection in front of the policy
         assert isinstance(policy, LearnedPolicy)
         real_fit = policy.trainer.fit_fn
         crashed: list[int] = []

@@ -12,6 +12,7 @@ from lodestar_vllm.integrations.production_stack import runtime as runtime_mod
 from lodestar_vllm.integrations.production_stack.routing import LearnedRouter, RoutedUrl
 from lodestar_vllm.integrations.production_stack.runtime import LodestarRuntime, install_runtime
 from lodestar_vllm.integrations.production_stack.settings import LodestarSettings, SettingsError
+from lodestar_vllm.policies.outlier_ejection import OutlierEjection
 from tests.prodstack.stub_policy import StubPolicy
 
 URLS = ["http://a:8000", "http://b:8000"]
@@ -163,7 +164,8 @@ async def test_checkpoint_written_and_restored(tmp_path: Path) -> None:
 
 def test_custom_policy_by_module_path() -> None:
     runtime = LodestarRuntime(LodestarSettings(policy="tests.prodstack.stub_policy:StubPolicy", seed=4))
-    assert isinstance(runtime.policy, StubPolicy) and runtime.policy.seed == 4
+    assert isinstance(runtime.policy, OutlierEjection)  # every policy sits behind outlier ejection
+    assert isinstance(runtime.policy.inner, StubPolicy) and runtime.policy.inner.seed == 4
     with pytest.raises(ValueError, match="unknown policy"):
         LodestarRuntime(LodestarSettings(policy="no-such-policy"))
 

@@ -26,6 +26,7 @@ from lodestar_vllm.integrations.production_stack.settings import LodestarSetting
 from lodestar_vllm.integrations.production_stack.views import build_views
 from lodestar_vllm.logging_setup import configure_logging
 from lodestar_vllm.policies.base import RoutingPolicy
+from lodestar_vllm.policies.outlier_ejection import OutlierEjection
 from lodestar_vllm.policies.registry import create_policy
 
 logger = logging.getLogger(__name__)
@@ -291,7 +292,13 @@ LEARNED_POLICIES = ("learned", "learned-shadow")
 
 
 def make_policy(settings: LodestarSettings) -> RoutingPolicy:
-    """A registry name (``learned``, ``least-request``...) or ``package.module:Factory`` for custom policies."""
+    """A registry name (``learned``, ``least-request``...) or ``package.module:Factory`` for custom policies,
+    behind outlier ejection: an engine failing attempt after attempt is avoided for a while, whatever the
+    policy (a fast-failing engine otherwise looks idle and fast)."""
+    return OutlierEjection(_make_inner_policy(settings))
+
+
+def _make_inner_policy(settings: LodestarSettings) -> RoutingPolicy:
     options = dict(settings.policy_options)
     if settings.policy in LEARNED_POLICIES:
         # In a router, training must never run on the event loop: background trainer unless told otherwise.
