@@ -24,9 +24,10 @@ ALL=learned,$BASELINES,oracle-greedy
 # docs/results.md); durations keep >= 5 virtual minutes of traffic so learning curves mean something.
 HET_PREFIX_RATE=1.41; PREFIX_DURATION=300
 HOM_PREFIX_RATE=1.6
-HET_MOONCAKE_RATE=0.5; MOONCAKE_DURATION=600
-HOM_MOONCAKE_RATE=0.5
-MIXED_MRQA_RATE=1.0; MRQA_DURATION=600
+HET_MOONCAKE_RATE=0.48; MOONCAKE_DURATION=600
+HOM_MOONCAKE_RATE=0.52
+MIXED_MRQA_RATE=16; MRQA_DURATION=300
+IDLE=(--rate-scale 0.02 --max-requests 150 --policies "$BASELINES")  # the target-load search's idle point
 
 SHARED=${LODESTAR_SHARED:-../shared}
 have_mooncake() {
@@ -60,7 +61,7 @@ find_load() {  # heuristics only; prints every evaluated rate scale
             --duration $MOONCAKE_DURATION --rate-scale 0.5 "${args[@]}" --out "$dir/hom-mooncake"
     fi
     "${LV[@]}" bench --cluster mixed-fleet --workload multi-round-qa --duration $MRQA_DURATION \
-        --rate-scale 1 "${args[@]}" --out "$dir/mixed-mrqa"
+        --rate-scale 8 "${args[@]}" --out "$dir/mixed-mrqa"
 }
 
 case "${1:-all}" in
@@ -74,19 +75,25 @@ mkdir -p "$OUT/ckpt"
 echo "code at commit $(git rev-parse --short HEAD)$(git diff --quiet -- lodestar_vllm || echo ' (+ local changes)')" \
     | tee "$OUT/commit.txt" >&2
 
-# Issue 3 + 4: every baseline, learned and the oracle on the five scenarios
+# Issue 3 + 4: every baseline, learned and the oracle on the five scenarios; <name>-idle is the same
+# scenario nearly idle (the summary prints best heuristic / idle to show the load is >= 3x idle)
 bench het-prefix --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
     --duration $PREFIX_DURATION --policies $ALL
+bench het-prefix-idle --cluster paper-heterogeneous --workload prefix-sharing "${IDLE[@]}"
 bench hom-prefix --cluster paper-homogeneous --workload prefix-sharing --rate-scale $HOM_PREFIX_RATE \
     --duration $PREFIX_DURATION --policies $ALL
+bench hom-prefix-idle --cluster paper-homogeneous --workload prefix-sharing "${IDLE[@]}"
 if have_mooncake het-mooncake; then
     bench het-mooncake --cluster paper-heterogeneous --workload mooncake-conversation \
         --rate-scale $HET_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
+    bench het-mooncake-idle --cluster paper-heterogeneous --workload mooncake-conversation "${IDLE[@]}"
     bench hom-mooncake --cluster paper-homogeneous --workload mooncake-conversation \
         --rate-scale $HOM_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
+    bench hom-mooncake-idle --cluster paper-homogeneous --workload mooncake-conversation "${IDLE[@]}"
 fi
 bench mixed-mrqa --cluster mixed-fleet --workload multi-round-qa --rate-scale $MIXED_MRQA_RATE \
     --duration $MRQA_DURATION --policies $ALL
+bench mixed-mrqa-idle --cluster mixed-fleet --workload multi-round-qa "${IDLE[@]}"
 
 # Warm start: a model trained on other traffic (seed 1) routes the seed-0 traffic from its first request
 "${LV[@]}" bench --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
