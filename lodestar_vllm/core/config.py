@@ -68,11 +68,11 @@ class LearnedConfig:
     # --- decision -----------------------------------------------------------------------------------------
     # Score = predicted mean + uncertainty_weight x ensemble spread (both in log TTFT).
     uncertainty_weight: float = 0.5
-    # Candidates predicted within this relative margin of the best tie, and ties go to more prefix reuse. Large
-    # on purpose: a cache hit also frees prefill capacity for later requests, which a per-request TTFT
-    # prediction does not see. Measured (3000 requests, 3x-idle load, mean TTFT s): paper-homogeneous
-    # 0.03 -> 14.3, 0.25 -> 5.4, 0.5 -> 3.5, 1.0 -> 2.6, 2.0 -> 3.1; paper-heterogeneous 0.03 -> 1.7,
-    # 0.25 -> 0.95, 0.5 -> 0.92, 1.0 -> 0.95.
+    # Prefix preference: a candidate holding a fraction f of the prompt wins on reuse while predicted within
+    # (1 + 0.03 + tie_tolerance x f) x the best; its cache hit also spares capacity for later requests, which a
+    # per-request TTFT prediction does not see. Measured (mean TTFT s, 3x-idle load): a flat margin of 0.03
+    # gave 14.3 on paper-homogeneous (aibrix 4.1); a flat 1.0 gave 2.6 there but 17.5 on heterogeneous
+    # Mooncake (llm-d 14.0); scaled by f, 1.0 gives 3.4 and 13.4.
     tie_tolerance: float = 1.0
     explore_initial: float = 0.1
     explore_min: float = 0.01

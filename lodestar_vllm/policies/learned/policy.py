@@ -53,6 +53,7 @@ _PENDING_COL = 6
 _MATCH_COL = 1
 _AGE_COL = 12
 _MAX_URLS = 4096
+_BASE_TIE = 0.03
 
 
 class _Explanation:
@@ -256,8 +257,12 @@ class LearnedPolicy(RoutingPolicy):
         score = mean + cfg.uncertainty_weight * spread
         score = np.where(mask, score, np.inf)
         best = float(score.min())
-        near = score <= best + math.log1p(cfg.tie_tolerance)
-        # Ties go to more prefix reuse (keeps cache locality), then to the lower score.
+        # A candidate holding a fraction f of the prompt may be predicted up to (1 + 0.03 + tie_tolerance x f)
+        # times the best and still win on reuse: its cache hit also spares capacity for later requests, and
+        # that is worth more the more of the prompt it covers.
+        frac = feats.matched_tokens / max(feats.prompt_tokens, 1)
+        near = score <= best + np.log1p(_BASE_TIE + cfg.tie_tolerance * frac)
+        # Among those: the most prefix reuse (keeps cache locality), then the lower score.
         key = np.where(near, feats.matched_tokens - 1e-6 * score, -np.inf)
         pick = int(np.argmax(key))
         eps = max(cfg.explore_min, cfg.explore_initial / (1.0 + self.trainer.stats.samples_seen
