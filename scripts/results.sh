@@ -22,11 +22,12 @@ ALL=learned,$BASELINES,oracle-greedy
 
 # Rate scales where the best heuristic's mean TTFT is >= 3x its idle TTFT (found by `find-load`, see
 # docs/results.md); durations keep >= 5 virtual minutes of traffic so learning curves mean something.
-HET_PREFIX_RATE=1.41; PREFIX_DURATION=300
+HET_PREFIX_RATE=1.5; PREFIX_DURATION=300
 HOM_PREFIX_RATE=1.6
 HET_MOONCAKE_RATE=0.48; MOONCAKE_DURATION=600
 HOM_MOONCAKE_RATE=0.52
-MIXED_MRQA_RATE=16; MRQA_DURATION=300
+MIXED_MRQA_RATE=11; MRQA_DURATION=300
+SLOWDOWN_RATE=1.0  # the slowed fleet still has a steady state at this load (at 1.41 queues grow without end)
 IDLE=(--rate-scale 0.02 --max-requests 150 --policies "$BASELINES")  # the target-load search's idle point
 
 SHARED=${LODESTAR_SHARED:-../shared}
@@ -72,8 +73,11 @@ case "${1:-all}" in
 esac
 
 mkdir -p "$OUT/ckpt"
-echo "code at commit $(git rev-parse --short HEAD)$(git diff --quiet -- lodestar_vllm || echo ' (+ local changes)')" \
-    | tee "$OUT/commit.txt" >&2
+# the code the runs depend on (everything but the production-stack / k8s / real-vLLM integrations)
+CODE=(lodestar_vllm/core lodestar_vllm/policies lodestar_vllm/sim lodestar_vllm/bench lodestar_vllm/workloads
+      lodestar_vllm/tokenizer.py)
+echo "code at commit $(git rev-parse --short HEAD)$(git diff --quiet -- "${CODE[@]}" || echo ' (+ local changes)')" \
+    "($(date -u +%FT%TZ))" | tee "$OUT/commit.txt" >&2
 
 # Issue 3 + 4: every baseline, learned and the oracle on the five scenarios; <name>-idle is the same
 # scenario nearly idle (the summary prints best heuristic / idle to show the load is >= 3x idle)
@@ -104,12 +108,13 @@ bench het-prefix-warm --cluster paper-heterogeneous --workload prefix-sharing --
 
 # Adaptation: the four A30s become 2x slower at half the run (a longer run: 4 min after the change)
 bench het-slowdown --cluster paper-heterogeneous-slowdown --workload prefix-sharing \
-    --rate-scale $HET_PREFIX_RATE --duration 480 \
-    --policies learned,aibrix-prefix-load,llmd-default,dynamo-cost,least-request,oracle-greedy
+    --rate-scale $SLOWDOWN_RATE --duration 480 \
+    --policies learned,aibrix-prefix-load,llmd-weighted,llmd-default,dynamo-cost,least-request,oracle-greedy
 
-# Router replicas: 4 learned replicas (sessions split by hash), without and with model sharing every 30 s
+# Router replicas: 4 replicas (sessions split by hash), without and with model sharing every 30 s; the two
+# best heuristics run as 4 replicas too, for comparison
 bench het-replicas --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
-    --duration $PREFIX_DURATION --policies learned --replicas 4
+    --duration $PREFIX_DURATION --policies learned,aibrix-prefix-load,llmd-weighted --replicas 4
 bench het-replicas-shared --cluster paper-heterogeneous --workload prefix-sharing \
     --rate-scale $HET_PREFIX_RATE --duration $PREFIX_DURATION --policies learned --replicas 4 --share-interval 30
 
