@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's benchmark results, reproducible: every bench run behind docs/results.md, then the summary.
 #
-#   scripts/results.sh               # all runs (~15-25 min on 2 cores) + summary -> out/results/summary.md
+#   scripts/results.sh               # all runs (~7-15 min on 2 cores) + summary -> out/results/summary.md,
+#                                    # plots -> docs/img/results/ (PLOTS=dir to write them elsewhere)
 #   scripts/results.sh summary       # only re-print the summary from existing out/results/*/results.json
 #   scripts/results.sh find-load     # the target-load searches that chose the rate scales below (~25 min)
 #
@@ -45,7 +46,7 @@ bench() {  # bench <run name> <bench args...>
 }
 
 summary() {
-    "$PY" scripts/summarize_results.py --root "$OUT" | tee "$OUT/summary.md"
+    "$PY" scripts/summarize_results.py --root "$OUT" --plots "${PLOTS:-docs/img/results}" | tee "$OUT/summary.md"
 }
 
 find_load() {  # heuristics only; prints every evaluated rate scale

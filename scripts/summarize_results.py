@@ -363,12 +363,117 @@ def replicas_section(
     return out
 
 
+def focus_policies(doc: Mapping[str, Any]) -> list[str]:
+    """learned, the oracle, AIBrix and the best heuristic: the lines a reader compares."""
+    best, _mean = best_heuristic_mean(doc)
+    return [p for p in dict.fromkeys((LEARNED, ORACLE, AIBRIX, best)) if p in doc["policies"]]
+
+
+def write_plots(root: Path, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    colors = {LEARNED: "tab:blue", ORACLE: "black", AIBRIX: "tab:orange"}
+
+    def line_style(name: str) -> dict[str, Any]:
+        return {"color": colors.get(name, "tab:green"), "linestyle": ":" if name == ORACLE else "-"}
+
+    het, warm, slow = load(root / HETEROGENEOUS), load(root / "het-prefix-warm"), load(root / "het-slowdown")
+    if het is not None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name in focus_policies(het):
+            tl = het["policies"][name]["timeline"]
+            ax.plot(
+                [w["t_s"] + WINDOW_S / 2 for w in tl],
+                [w["ttft_mean_s"] for w in tl],
+                marker="o",
+                label=name,
+                **line_style(name),
+            )
+        if warm is not None:
+            tl = warm["policies"][LEARNED]["timeline"]
+            ax.plot(
+                [w["t_s"] + WINDOW_S / 2 for w in tl],
+                [w["ttft_mean_s"] for w in tl],
+                marker="s",
+                color="tab:blue",
+                linestyle="--",
+                label="learned, warm start",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("arrival time (s), 30-s windows")
+        ax.set_ylabel("TTFT mean (s, log)")
+        ax.set_title(f"Learning curve: {dict(SCENARIOS)[HETEROGENEOUS]}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        written.append(_save(fig, plt, out_dir / "learning_curve.png"))
+    if slow is not None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name in focus_policies(slow):
+            tl = slow["policies"][name]["timeline"]
+            ax.plot(
+                [w["t_s"] + WINDOW_S / 2 for w in tl],
+                [w["ttft_mean_s"] for w in tl],
+                marker="o",
+                label=name,
+                **line_style(name),
+            )
+        ax.axvline(slow["scenario"]["duration"] / 2, color="grey", linestyle="--", label="A30s 2x slower")
+        ax.set_xlabel("arrival time (s), 30-s windows")
+        ax.set_ylabel("TTFT mean (s)")
+        ax.set_title("Adaptation: paper-heterogeneous-slowdown / prefix-sharing")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        written.append(_save(fig, plt, out_dir / "adaptation.png"))
+    docs = [(label, load(root / key)) for key, label in SCENARIOS]
+    docs = [(label, doc) for label, doc in docs if doc is not None]
+    if docs:
+        ncols = min(3, len(docs))
+        nrows = math.ceil(len(docs) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.4 * nrows), squeeze=False)
+        flat = [ax for row in axes for ax in row]
+        for ax, (label, doc) in zip(flat, docs, strict=False):
+            for name in focus_policies(doc):
+                cdf = doc["policies"][name]["ttft_cdf"]
+                ax.plot([max(v, 1e-3) for v in cdf["ttft_s"]], cdf["q"], label=name, **line_style(name))
+            ax.set_xscale("log")
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("TTFT (s, log)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        for ax in flat[len(docs) :]:
+            ax.set_visible(False)
+        for row in axes:
+            row[0].set_ylabel("fraction of requests")
+        written.append(_save(fig, plt, out_dir / "ttft_cdf.png"))
+    return written
+
+
+def _save(fig: Any, plt: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    try:  # a palette PNG is a fraction of the size (these plots have few colours)
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img.convert("RGB").quantize(colors=64).save(path, optimize=True)
+    except ImportError:
+        pass
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--root", type=Path, default=Path("out/results"), help="scripts/results.sh output root"
     )
     parser.add_argument("--no-scenario-tables", action="store_true", help="print only the summary")
+    parser.add_argument("--plots", type=Path, help="also write the focused plots (PNG) into this folder")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         print(f"no results under {args.root}: run scripts/results.sh first", file=sys.stderr)
@@ -407,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     )
+    if args.plots is not None:
+        for path in write_plots(args.root, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
