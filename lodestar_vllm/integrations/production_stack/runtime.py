@@ -66,6 +66,7 @@ class LodestarRuntime:
         # Patched host: attempts claimed through the lifecycle listener API, by (request id, engine url).
         self.listener_attempts: OrderedDict[tuple[str, str], Attempt] = OrderedDict()
         self._k8s_started = False
+        self.k8s_error: str | None = None  # why the awareness is absent although LODESTAR_K8S_* asked for it
         self.hardware: Mapping[str, HardwareInfo] = self.settings.hardware
 
     # --- the request path (no I/O, no training: a policy call and some dict updates) --------------------
@@ -195,13 +196,18 @@ class LodestarRuntime:
                 "engines": sorted(self.scraper.latest()),
                 "errors": dict(self.scraper.errors),
             },
-            "kubernetes": self.k8s.status() if self.k8s is not None else None,
+            "kubernetes": self._kubernetes_status(),
             "checkpoint": {
                 "path": self.settings.checkpoint_path,
                 "restored": self.restored,
                 "written": self.checkpoints_written,
             },
         }
+
+    def _kubernetes_status(self) -> dict[str, Any] | None:
+        if self.k8s is not None:
+            return self.k8s.status()
+        return {"error": self.k8s_error} if self.k8s_error else None
 
     # --- background work ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -211,20 +217,34 @@ class LodestarRuntime:
         await self._start_kubernetes()
 
     async def _start_kubernetes(self) -> None:
+        """Start the awareness once. Whatever goes wrong (missing extra, bad LODESTAR_K8S_* value, no
+        service account or kubeconfig, a slow API server) is logged and kept for /lodestar/status, and the
+        router serves with the static hardware map: discovery is an enrichment, never a reason not to route.
+        The watchers themselves start in the background, so only client set-up is awaited, and that is bounded
+        by ``kubernetes_start_timeout``."""
         if self._k8s_started or not kubernetes_requested():
             return
         self._k8s_started = True  # set before awaiting: the lifespan and ensure_started may both get here
-        from lodestar_vllm.integrations.kubernetes.awareness import KubernetesAwareness, policy_callables
+        try:
+            from lodestar_vllm.integrations.kubernetes.awareness import KubernetesAwareness, policy_callables
 
-        learner = policy_callables(self.policy) if hasattr(self.policy, "import_checkpoint") else None
-        self.k8s = await KubernetesAwareness.start_from_env(learner)
-        self.hardware = ChainMap(dict(self.settings.hardware), self.k8s.hardware_by_url())
+            async with asyncio.timeout(self.settings.kubernetes_start_timeout):
+                learner = policy_callables(self.policy) if hasattr(self.policy, "import_checkpoint") else None
+                awareness = await KubernetesAwareness.start_from_env(learner)
+        except Exception as exc:  # TimeoutError included
+            detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            self.k8s_error = (f"Kubernetes awareness did not start ({detail}); engine hardware is unknown "
+                              "unless --lodestar-hardware names it")
+            logger.error("lodestar: %s", self.k8s_error, extra={"event": "kubernetes_unavailable"})
+            return
+        self.k8s = awareness
+        # Static entries first: an operator's --lodestar-hardware overrides what discovery reads.
+        self.hardware = ChainMap(dict(self.settings.hardware), awareness.hardware_by_url())
 
     async def stop(self) -> None:
-        if self.k8s is not None:
-            await self.k8s.close()
-            self.k8s = None
         await self.scraper.stop()
+        # Background tasks first: a Kubernetes start still in flight must finish or be cancelled before we
+        # look for an awareness to close, or one set up after that look would never be closed.
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -233,6 +253,10 @@ class LodestarRuntime:
             except asyncio.CancelledError:
                 pass
         self._tasks.clear()
+        if self.k8s is not None:
+            k8s, self.k8s = self.k8s, None
+            self.hardware = self.settings.hardware
+            await k8s.close()
         await self.save_checkpoint()
 
     def ensure_started(self) -> None:
@@ -255,7 +279,7 @@ class LodestarRuntime:
     async def _start_kubernetes_logged(self) -> None:
         try:
             await self._start_kubernetes()
-        except Exception:
+        except Exception:  # _start_kubernetes handles its own failures; this is the last net for a task
             logger.exception("lodestar: Kubernetes awareness failed to start; routing goes on without it")
 
     def save_checkpoint_blocking(self) -> None:

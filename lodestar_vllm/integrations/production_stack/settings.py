@@ -33,6 +33,9 @@ class LodestarSettings:
     explain_capacity: int = 10_000
     # url -> GPU class, for hosts whose discovery carries no hardware labels.
     hardware: Mapping[str, HardwareInfo] = field(default_factory=dict)
+    # Bound on setting up the Kubernetes client at start-up (LODESTAR_K8S_* asked for it); past it the router
+    # serves without discovery. Not named k8s_*: any LODESTAR_K8S_* variable turns the awareness on.
+    kubernetes_start_timeout: float = 10.0
 
     @classmethod
     def from_sources(
@@ -64,7 +67,8 @@ class LodestarSettings:
     def validate(self) -> None:
         if not self.policy:
             raise SettingsError("LODESTAR_POLICY / --lodestar-policy must name a policy")
-        for name in ("scrape_interval", "scrape_timeout", "checkpoint_interval", "pending_timeout"):
+        for name in ("scrape_interval", "scrape_timeout", "checkpoint_interval", "pending_timeout",
+                     "kubernetes_start_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"lodestar {name} must be > 0, got {getattr(self, name)}")
         if self.explain_capacity < 1:
@@ -84,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lodestar-pending-timeout", help="seconds before an unclaimed decision is failed")
     group.add_argument("--lodestar-explain-capacity", help="explanations kept for /lodestar/explain")
     group.add_argument("--lodestar-hardware", help="url=GPU_CLASS[,url=GPU_CLASS...] for unlabeled engines")
+    group.add_argument("--lodestar-kubernetes-start-timeout",
+                       help="seconds to set up Kubernetes discovery before serving without it (default 10)")
 
 
 def _convert(name: str, raw: Any) -> Any:
@@ -92,7 +98,8 @@ def _convert(name: str, raw: Any) -> Any:
             return str(raw)
         if name in ("seed", "explain_capacity"):
             return int(raw)
-        if name in ("scrape_interval", "scrape_timeout", "checkpoint_interval", "pending_timeout"):
+        if name in ("scrape_interval", "scrape_timeout", "checkpoint_interval", "pending_timeout",
+                    "kubernetes_start_timeout"):
             return float(raw)
         if name == "policy_options":
             options = json.loads(raw) if isinstance(raw, str) else dict(raw)
