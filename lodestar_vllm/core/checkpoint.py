@@ -85,7 +85,9 @@ def decode(blob: bytes, *, schema_version: int, feature_names: tuple[str, ...]
                              layers=layers, lo=arrays["lo"].astype(np.float64) if "lo" in arrays else None,
                              hi=arrays["hi"].astype(np.float64) if "hi" in arrays else None,
                              objective=str(meta["objective"]), version=int(meta["version"]),
-                             trained_samples=int(meta["trained_samples"]), created_at=float(meta["created_at"]))
+                             trained_samples=int(meta["trained_samples"]), created_at=float(meta["created_at"]),
+                             holdout_loss=float(meta["holdout_loss"]) if meta.get("holdout_loss") is not None
+                             else float("nan"))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint incomplete: {exc}") from None
     if model.width != len(feature_names) or layers[0][0].shape[1] != len(feature_names):

@@ -28,6 +28,7 @@ def test_round_trip_gives_same_predictions_and_warm_starts(tmp_path) -> None:
     a = checkpoint.decode(blob, schema_version=SCHEMA_VERSION, feature_names=fresh.features.names)[0]
     from lodestar_vllm.core.predictor import predict
     np.testing.assert_allclose(predict(a, x)[0], predict(policy.model, x)[0], rtol=1e-4, atol=1e-4)
+    assert a.version == policy.model.version and abs(a.holdout_loss - policy.model.holdout_loss) < 1e-9
     # Per-GPU-class rates travel; per-url ones do not.
     assert fresh.rates.export_classes().keys() == policy.rates.export_classes().keys()
     assert fresh.status()["rates"]["per_url"] == {}
