@@ -63,6 +63,7 @@ def test_values_render_a_learned_router(name: str) -> None:
     assert any(v["name"] == "lodestar-state" for v in pod["volumes"])
     assert any(d["kind"] == "ServiceMonitor" for d in docs)
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    _check_kubernetes_awareness(docs, pod, container)
     if name == "learned.yaml":
         assert env["LODESTAR_CHECKPOINT_PATH"] == "/var/lib/lodestar/checkpoint.bin"
         assert args[args.index("--lodestar-scrape-interval") + 1] == "1"
@@ -72,3 +73,26 @@ def test_values_render_a_learned_router(name: str) -> None:
         from lodestar_vllm.integrations.production_stack.settings import LodestarSettings
 
         assert LodestarSettings.from_sources(None, {}, config=config).scrape_interval == 1.0
+
+
+def _check_kubernetes_awareness(docs: list[dict[str, Any]], pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """The Kubernetes entries live in the same lists as ours (Helm replaces lists across -f files), the replicas
+    never share a ReadWriteOnce checkpoint, and the engine selector is the one the chart's discovery uses."""
+    from lodestar_vllm.integrations.production_stack.runtime import kubernetes_requested
+
+    [deployment] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-deployment-router"]
+    env = {e["name"]: e for e in container["env"]}
+    values = {name: item.get("value", "") for name, item in env.items()}
+    assert kubernetes_requested(values) and values["LODESTAR_K8S_SHARING"] == "true"
+    for name, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+                        ("POD_UID", "metadata.uid"), ("LODESTAR_K8S_ENGINE_NAMESPACE", "metadata.namespace")):
+        assert env[name]["valueFrom"]["fieldRef"]["fieldPath"] == field
+    args = container["args"]
+    assert values["LODESTAR_K8S_ENGINE_SELECTOR"] == args[args.index("--k8s-label-selector") + 1]
+    assert "LODESTAR_TRAINER_MODE" in values  # the learned entries survived next to the Kubernetes ones
+    # helm-values/rbac.yaml binds "vllm-router-service-account": release name + the chart's suffix.
+    assert pod["serviceAccountName"] == "t-router-service-account"
+    replicas = deployment["spec"]["replicas"]
+    [state] = [v for v in pod["volumes"] if v["name"] == "lodestar-state"]
+    if replicas > 1:  # one checkpoint file per pod: no volume that two replicas (or two nodes) would share
+        assert "emptyDir" in state and "persistentVolumeClaim" not in state
