@@ -15,6 +15,7 @@ samples and never trains (a checkpoint-only replica).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import random
@@ -137,6 +138,9 @@ class OnlineTrainer:
         self._thread: threading.Thread | None = None
         self._last_fit_at = time.monotonic()
         if self.mode == "background":
+            # Import torch now, at start-up: its first import inside the trainer thread holds the GIL for
+            # ~100+ ms and would stall the host's event loop once, at the first fit.
+            importlib.import_module("torch")
             self._start_thread()
 
     # --- intake (request path: cheap) --------------------------------------------------------------------
