@@ -23,7 +23,7 @@ ALL=learned,$BASELINES,oracle-greedy
 
 # Rate scales where the best heuristic's mean TTFT is >= 3x its idle TTFT (found by `find-load`, see
 # docs/results.md); durations keep >= 5 virtual minutes of traffic so learning curves mean something.
-HET_PREFIX_RATE=1.5; PREFIX_DURATION=300
+HET_PREFIX_RATE=1.46; PREFIX_DURATION=300
 HOM_PREFIX_RATE=1.6
 HET_MOONCAKE_RATE=0.48; MOONCAKE_DURATION=600
 HOM_MOONCAKE_RATE=0.52
