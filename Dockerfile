@@ -15,11 +15,13 @@ COPY lodestar_vllm /opt/lodestar-vllm/lodestar_vllm
 # (numpy 1.26.4, fastapi 0.128.0, prometheus-client 0.21.1, uvicorn 0.34.0; httpx comes with openai/vllm).
 # `pip check` fails the build if anything would conflict. torch (training) is already in the image when it was
 # built with the default lmcache extra (vllm pulls it in); the import check below fails the build if not.
-RUN /opt/venv/bin/python -m pip install --no-cache-dir /opt/lodestar-vllm \
+# The k8s extra (kubernetes-asyncio) is the Kubernetes awareness that helm-values/learned*.yaml turn on; into
+# the router's venv it adds that one package and moves nothing (pip install --dry-run against a6c01db0's venv).
+RUN /opt/venv/bin/python -m pip install --no-cache-dir "/opt/lodestar-vllm[k8s]" \
     && /opt/venv/bin/python -m pip check \
-    && /opt/venv/bin/python -c "import torch, vllm_router.routers.routing_logic, lodestar_vllm.integrations.production_stack.compat as c; c.check_host()"
+    && /opt/venv/bin/python -c "import torch, kubernetes_asyncio, vllm_router.routers.routing_logic, lodestar_vllm.integrations.production_stack.compat as c; c.check_host()"
 
-# Learned state (LODESTAR_CHECKPOINT_PATH) lives on a mounted volume; see helm-values/learned.yaml.
+# Learned state (LODESTAR_CHECKPOINT_PATH) lives on a mounted per-pod volume; see helm-values/learned.yaml.
 ENV LODESTAR_CHECKPOINT_PATH=/var/lib/lodestar/checkpoint.bin
 # Same arguments as the stock entrypoint, plus `--routing-logic learned` and --lodestar-* options.
 ENTRYPOINT ["/opt/venv/bin/lodestar-vllm-router"]
