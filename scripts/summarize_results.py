@@ -133,6 +133,32 @@ def scenario_table(label: str, doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def load_table(root: Path) -> str:
+    """Per scenario: the load it ran at, and the best baseline's mean TTFT there vs at idle."""
+    lines = [
+        "| scenario | rate scale | duration s | requests | idle TTFT s (best baseline) | best baseline at load s "
+        "| ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, label in SCENARIOS:
+        doc, idle = load(root / key), load(root / f"{key}-idle")
+        if doc is None:
+            continue
+        sc = doc["scenario"]
+        best, mean = best_heuristic_mean(doc)
+        requests = max(r["requests"] for r in doc["policies"].values())
+        if idle is None:
+            idle_cell, ratio = "-", "-"
+        else:
+            idle_best, idle_mean = best_heuristic_mean(idle)
+            idle_cell, ratio = f"{idle_mean:.3f} ({idle_best})", f"{mean / idle_mean:.1f}x"
+        lines.append(
+            f"| {label} | {sc['rate_scale']:g} | {sc['duration']:g} | {requests} | {idle_cell} | "
+            f"{mean:.3f} ({best}) | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
 def idle_text(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.1f}x"
 
@@ -482,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.root.is_dir():
         print(f"no results under {args.root}: run scripts/results.sh first", file=sys.stderr)
         return 2
-    rows, missing = [], []
+    rows, missing, tables = [], [], []
     for key, label in SCENARIOS:
         doc = load(args.root / key)
         if doc is None:
@@ -493,9 +519,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.root / key}: no {', '.join(lacking)} (skipped)", file=sys.stderr)
             missing.append(label)
             continue
-        if not args.no_scenario_tables:
-            print(scenario_table(label, doc) + "\n")
+        tables.append(scenario_table(label, doc))
         rows.append(scenario_ratios(label, doc, load(args.root / f"{key}-idle")))
+    print("## Load per scenario\n")
+    print(load_table(args.root) + "\n")
     print("## Summary: learned vs baselines and the oracle (mean and P99 TTFT)\n")
     print(summary_table(rows) + "\n")
     print("### Issue-4 targets\n")
@@ -516,6 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     )
+    if not args.no_scenario_tables:
+        print("\n## Every policy per scenario (sorted by mean TTFT)\n")
+        print("\n\n".join(tables))
     if args.plots is not None:
         for path in write_plots(args.root, args.plots):
             print(f"wrote {path}", file=sys.stderr)
