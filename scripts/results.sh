@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The README's benchmark results, reproducible: every bench run behind docs/results.md, then the summary.
 #
-#   scripts/results.sh               # all runs (~7-15 min on 2 cores) + summary -> out/results/summary.md,
+#   scripts/results.sh               # all runs (~10-15 min on 2 cores) + summary -> out/results/summary.md,
 #                                    # plots -> docs/img/results/ (PLOTS=dir to write them elsewhere)
 #   scripts/results.sh summary       # only re-print the summary from existing out/results/*/results.json
 #   scripts/results.sh find-load     # the target-load searches that chose the rate scales below (~25 min)
 #
+# EXTRA_SEEDS="1 2" (default) reruns the five scenarios with those seeds too; EXTRA_SEEDS= skips them.
 # Needs ../shared (the Mooncake trace) for the mooncake scenarios; without it they are skipped with a message
 # and the summary averages over the scenarios that ran. Outputs go to out/results/<run>/ (git-ignored).
 set -euo pipefail
@@ -38,11 +39,12 @@ have_mooncake() {
     return 1
 }
 
-bench() {  # bench <run name> <bench args...>
-    local name=$1; shift
-    echo "== $name: lodestar-vllm bench $* --seed $SEED --jobs $JOBS --out $OUT/$name" >&2
-    "${LV[@]}" bench "$@" --seed "$SEED" --jobs "$JOBS" --no-progress --out "$OUT/$name" > "$OUT/$name.log"
-    tail -n 3 "$OUT/$name.log" >&2
+bench() {  # bench <run name> <bench args...>; seed $SEED, into $RUN_OUT (default $OUT)
+    local name=$1 dir=${RUN_OUT:-$OUT}; shift
+    mkdir -p "$dir"
+    echo "== $name: lodestar-vllm bench $* --seed $SEED --jobs $JOBS --out $dir/$name" >&2
+    "${LV[@]}" bench "$@" --seed "$SEED" --jobs "$JOBS" --no-progress --out "$dir/$name" > "$dir/$name.log"
+    tail -n 3 "$dir/$name.log" >&2
 }
 
 summary() {
@@ -82,23 +84,26 @@ echo "code at commit $(git rev-parse --short HEAD)$(git diff --quiet -- "${CODE[
 
 # Issue 3 + 4: every baseline, learned and the oracle on the five scenarios; <name>-idle is the same
 # scenario nearly idle (the summary prints best heuristic / idle to show the load is >= 3x idle)
-bench het-prefix --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
-    --duration $PREFIX_DURATION --policies $ALL
-bench het-prefix-idle --cluster paper-heterogeneous --workload prefix-sharing "${IDLE[@]}"
-bench hom-prefix --cluster paper-homogeneous --workload prefix-sharing --rate-scale $HOM_PREFIX_RATE \
-    --duration $PREFIX_DURATION --policies $ALL
-bench hom-prefix-idle --cluster paper-homogeneous --workload prefix-sharing "${IDLE[@]}"
-if have_mooncake het-mooncake; then
-    bench het-mooncake --cluster paper-heterogeneous --workload mooncake-conversation \
-        --rate-scale $HET_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
-    bench het-mooncake-idle --cluster paper-heterogeneous --workload mooncake-conversation "${IDLE[@]}"
-    bench hom-mooncake --cluster paper-homogeneous --workload mooncake-conversation \
-        --rate-scale $HOM_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
-    bench hom-mooncake-idle --cluster paper-homogeneous --workload mooncake-conversation "${IDLE[@]}"
-fi
-bench mixed-mrqa --cluster mixed-fleet --workload multi-round-qa --rate-scale $MIXED_MRQA_RATE \
-    --duration $MRQA_DURATION --policies $ALL
-bench mixed-mrqa-idle --cluster mixed-fleet --workload multi-round-qa "${IDLE[@]}"
+scenarios() {
+    bench het-prefix --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
+        --duration $PREFIX_DURATION --policies $ALL
+    bench het-prefix-idle --cluster paper-heterogeneous --workload prefix-sharing "${IDLE[@]}"
+    bench hom-prefix --cluster paper-homogeneous --workload prefix-sharing --rate-scale $HOM_PREFIX_RATE \
+        --duration $PREFIX_DURATION --policies $ALL
+    bench hom-prefix-idle --cluster paper-homogeneous --workload prefix-sharing "${IDLE[@]}"
+    if have_mooncake het-mooncake; then
+        bench het-mooncake --cluster paper-heterogeneous --workload mooncake-conversation \
+            --rate-scale $HET_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
+        bench het-mooncake-idle --cluster paper-heterogeneous --workload mooncake-conversation "${IDLE[@]}"
+        bench hom-mooncake --cluster paper-homogeneous --workload mooncake-conversation \
+            --rate-scale $HOM_MOONCAKE_RATE --duration $MOONCAKE_DURATION --policies $ALL
+        bench hom-mooncake-idle --cluster paper-homogeneous --workload mooncake-conversation "${IDLE[@]}"
+    fi
+    bench mixed-mrqa --cluster mixed-fleet --workload multi-round-qa --rate-scale $MIXED_MRQA_RATE \
+        --duration $MRQA_DURATION --policies $ALL
+    bench mixed-mrqa-idle --cluster mixed-fleet --workload multi-round-qa "${IDLE[@]}"
+}
+scenarios  # seed 0: the tables
 
 # Warm start: a model trained on other traffic (seed 1) routes the seed-0 traffic from its first request
 "${LV[@]}" bench --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
@@ -118,5 +123,12 @@ bench het-replicas --cluster paper-heterogeneous --workload prefix-sharing --rat
     --duration $PREFIX_DURATION --policies learned,aibrix-prefix-load,llmd-weighted --replicas 4
 bench het-replicas-shared --cluster paper-heterogeneous --workload prefix-sharing \
     --rate-scale $HET_PREFIX_RATE --duration $PREFIX_DURATION --policies learned --replicas 4 --share-interval 30
+
+# The five scenarios again with other seeds (other arrival jitter and sampling): how much of a verdict is
+# one draw. The summary averages each policy's TTFT over all seeds and re-checks the targets on that.
+for SEED in ${EXTRA_SEEDS-1 2}; do
+    RUN_OUT=$OUT/seed$SEED scenarios
+done
+SEED=0
 
 summary

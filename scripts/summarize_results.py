@@ -393,6 +393,65 @@ def replicas_section(
     return out
 
 
+def seed_roots(root: Path) -> list[tuple[str, Path]]:
+    """(seed label, folder): the main run (seed 0) and scripts/results.sh's seed<N> folders."""
+    extra = sorted(p for p in root.glob("seed*") if p.is_dir() and p.name[4:].isdigit())
+    return [("0", root), *((p.name[4:], p) for p in extra)]
+
+
+def averaged_doc(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each policy's mean and p99 TTFT averaged over runs of one scenario (policies in every run)."""
+    names = [n for n in docs[0]["policies"] if all(n in d["policies"] for d in docs)]
+    policies = {}
+    for name in names:
+        runs = [d["policies"][name] for d in docs]
+        if any(r.get("ttft_mean_s") is None for r in runs):
+            continue
+        policies[name] = {k: sum(r[k] for r in runs) / len(runs) for k in ("ttft_mean_s", "ttft_p99_s")}
+    return {"scenario": docs[0]["scenario"], "policies": policies}
+
+
+def seeds_section(root: Path) -> list[str]:
+    roots = seed_roots(root)
+    out = ["### Across seeds", ""]
+    if len(roots) < 2:
+        return out + ["only seed 0 was run (EXTRA_SEEDS)"]
+    seeds = ", ".join(s for s, _p in roots)
+    out += [
+        f"The five scenarios with seeds {seeds} (arrival jitter and sampling differ). Per seed: learned's mean "
+        "TTFT, the best baseline's, learned vs best baseline and vs AIBrix (mean).",
+        "",
+        "| scenario | seed | learned mean s | best baseline mean s | vs best | vs aibrix |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows, missing = [], []
+    for key, label in SCENARIOS:
+        docs = []
+        for seed, folder in roots:
+            doc = load(folder / key)
+            if doc is None or any(p not in doc["policies"] for p in (LEARNED, AIBRIX, ORACLE)):
+                continue
+            docs.append(doc)
+            r = scenario_ratios(label, doc, None)
+            best_name, best_mean = best_heuristic_mean(doc)
+            out.append(
+                f"| {label} | {seed} | {r.learned_mean:.3f} | {best_mean:.3f} ({best_name}) | "
+                f"{r.vs_best_mean:.2f}x | {r.vs_aibrix_mean:.2f}x |"
+            )
+        if len(docs) == len(roots):
+            rows.append(scenario_ratios(label, averaged_doc(docs), None))
+        else:
+            missing.append(label)
+    out += [
+        "",
+        f"Each policy's mean and P99 TTFT averaged over seeds {seeds}, then the same ratios and targets:",
+        "",
+    ]
+    out.append(summary_table(rows))
+    out += ["", *target_lines(rows, missing)]
+    return out
+
+
 def focus_policies(doc: Mapping[str, Any]) -> list[str]:
     """learned, the oracle, AIBrix and the best heuristic: the lines a reader compares."""
     best, _mean = best_heuristic_mean(doc)
@@ -543,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     )
+    print("\n" + "\n".join(seeds_section(args.root)))
     if not args.no_scenario_tables:
         print("\n## Every policy per scenario (sorted by mean TTFT)\n")
         print("\n\n".join(tables))
