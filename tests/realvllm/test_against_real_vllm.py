@@ -133,7 +133,7 @@ async def test_ttft_within_tolerance(engines: Pair) -> None:
     async with httpx.AsyncClient(timeout=120) as client:
         for meter in (real_meter, emu_meter):  # warm-up: the first request of a server is slow
             await meter.ttft(client, token_ids(64, 1))
-        for rnd in range(3):
+        for rnd in range(5):  # medians of 5: single rounds on this shared box vary by ~15%
             real_rounds.append(await _cases(client, real_meter, 10_000 + 1000 * rnd))
             emu_rounds.append(await _cases(client, emu_meter, 10_500 + 1000 * rnd))
     failures = []
