@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from lodestar_vllm.core.checkpoint import write_atomic
 from lodestar_vllm.policies.base import RoutingPolicy
 
 logger = logging.getLogger(__name__)
@@ -96,16 +95,5 @@ def save_blocking(policy: RoutingPolicy, path: str) -> bool:
 
 
 def _write_atomically(path: str, snapshot: Any) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     data = snapshot if isinstance(snapshot, bytes | bytearray) else pickle.dumps(snapshot)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, bytes(data))
