@@ -48,7 +48,8 @@ bench() {  # bench <run name> <bench args...>; seed $SEED, into $RUN_OUT (defaul
 }
 
 summary() {
-    "$PY" scripts/summarize_results.py --root "$OUT" --plots "${PLOTS:-docs/img/results}" | tee "$OUT/summary.md"
+    "$PY" scripts/summarize_results.py --root "$OUT" --plots "${PLOTS:-docs/img/results}" \
+        | tee "$OUT/summary.md"
 }
 
 find_load() {  # heuristics only; prints every evaluated rate scale
@@ -79,7 +80,8 @@ mkdir -p "$OUT/ckpt"
 # the code the runs depend on (everything but the production-stack / k8s / real-vLLM integrations)
 CODE=(lodestar_vllm/core lodestar_vllm/policies lodestar_vllm/sim lodestar_vllm/bench lodestar_vllm/workloads
       lodestar_vllm/tokenizer.py)
-echo "code at commit $(git rev-parse --short HEAD)$(git diff --quiet -- "${CODE[@]}" || echo ' (+ local changes)')" \
+DIRTY=$(git diff --quiet -- "${CODE[@]}" || echo ' (+ uncommitted changes in the code it runs)')
+echo "code at commit $(git rev-parse --short HEAD)$DIRTY" \
     "($(date -u +%FT%TZ))" | tee "$OUT/commit.txt" >&2
 
 # Issue 3 + 4: every baseline, learned and the oracle on the five scenarios; <name>-idle is the same
@@ -122,7 +124,8 @@ bench het-slowdown --cluster paper-heterogeneous-slowdown --workload prefix-shar
 bench het-replicas --cluster paper-heterogeneous --workload prefix-sharing --rate-scale $HET_PREFIX_RATE \
     --duration $PREFIX_DURATION --policies learned,aibrix-prefix-load,llmd-weighted --replicas 4
 bench het-replicas-shared --cluster paper-heterogeneous --workload prefix-sharing \
-    --rate-scale $HET_PREFIX_RATE --duration $PREFIX_DURATION --policies learned --replicas 4 --share-interval 30
+    --rate-scale $HET_PREFIX_RATE --duration $PREFIX_DURATION --policies learned --replicas 4 \
+    --share-interval 30
 
 # The five scenarios again with other seeds (other arrival jitter and sampling): how much of a verdict is
 # one draw. The summary averages each policy's TTFT over all seeds and re-checks the targets on that.

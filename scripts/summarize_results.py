@@ -127,7 +127,8 @@ def scenario_table(label: str, doc: Mapping[str, Any]) -> str:
     for name, r in sorted(pol.items(), key=lambda kv: kv[1].get("ttft_mean_s") or math.inf):
         lines.append(
             f"| {name} | {r['ttft_mean_s']:.3f} | {r['ttft_p50_s']:.3f} | {r['ttft_p90_s']:.3f} | "
-            f"{r['ttft_p99_s']:.3f} | {r['e2e_mean_s']:.2f} | {r['prefix_hit_rate']:.1%} | {r['preemptions']} | "
+            f"{r['ttft_p99_s']:.3f} | {r['e2e_mean_s']:.2f} | {r['prefix_hit_rate']:.1%} | "
+            f"{r['preemptions']} | "
             f"{r['failed']} |"
         )
     return "\n".join(lines)
@@ -136,7 +137,8 @@ def scenario_table(label: str, doc: Mapping[str, Any]) -> str:
 def load_table(root: Path) -> str:
     """Per scenario: the load it ran at, and the best baseline's mean TTFT there vs at idle."""
     lines = [
-        "| scenario | rate scale | duration s | requests | idle TTFT s (best baseline) | best baseline at load s "
+        "| scenario | rate scale | duration s | requests | idle TTFT s (best baseline) | "
+        "best baseline at load s "
         "| ratio |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -171,7 +173,8 @@ def summary_table(rows: Sequence[ScenarioRatios]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r.label} | {r.rate_scale:g} | {idle_text(r.load_vs_idle)} | {r.learned_mean:.3f} / {r.learned_p99:.3f} | "
+            f"| {r.label} | {r.rate_scale:g} | {idle_text(r.load_vs_idle)} | "
+            f"{r.learned_mean:.3f} / {r.learned_p99:.3f} | "
             f"{r.vs_aibrix_mean:.2f}x | {r.vs_aibrix_p99:.2f}x | {r.best_heuristic} | "
             f"{r.vs_best_mean:.2f}x | {r.vs_oracle_mean:.2f} |"
         )
@@ -218,7 +221,8 @@ def target_lines(rows: Sequence[ScenarioRatios], missing: Sequence[str]) -> list
         f"- vs best heuristic, mean TTFT, averaged >= {BEST_HEURISTIC_AVG_TARGET}x: {bm:.2f}x -> "
         f"{verdict(bm >= BEST_HEURISTIC_AVG_TARGET)}",
         f"- vs best heuristic never worse than {BEST_HEURISTIC_FLOOR}x: worst {worst.vs_best_mean:.2f}x "
-        f"({worst.label}, vs {worst.best_heuristic}) -> {verdict(worst.vs_best_mean >= BEST_HEURISTIC_FLOOR)}",
+        f"({worst.label}, vs {worst.best_heuristic}) -> "
+        f"{verdict(worst.vs_best_mean >= BEST_HEURISTIC_FLOOR)}",
         f"- within {ORACLE_GAP_TARGET - 1:.0%} of oracle-greedy on average (learned / oracle <= "
         f"{ORACLE_GAP_TARGET}): {om:.2f} -> {verdict(om <= ORACLE_GAP_TARGET)}",
     ]
@@ -232,8 +236,9 @@ def target_lines(rows: Sequence[ScenarioRatios], missing: Sequence[str]) -> list
         if bounded:
             ob = avg(bounded)
             out.append(
-                f"- within {ORACLE_GAP_TARGET - 1:.0%} of oracle-greedy, averaged only where the oracle beats every "
-                f"baseline ({len(bounded)} scenarios): {ob:.2f} -> {verdict(ob <= ORACLE_GAP_TARGET)}"
+                f"- within {ORACLE_GAP_TARGET - 1:.0%} of oracle-greedy, averaged only where the oracle beats "
+                f"every baseline ({len(bounded)} scenarios): {ob:.2f} -> "
+                f"{verdict(ob <= ORACLE_GAP_TARGET)}"
             )
     if missing:
         out.append(f"- (not run: {', '.join(missing)}; averages cover the scenarios above only)")
@@ -280,9 +285,11 @@ class Convergence:
 
     def line(self, what: str) -> str:
         return (
-            f"- {what}: window {self.window_t:g}-{self.window_t + WINDOW_S:g} s vs steady state (windows from "
+            f"- {what}: window {self.window_t:g}-{self.window_t + WINDOW_S:g} s vs steady state "
+            "(windows from "
             f"{self.steady_from:g} s): raw {self.window_raw:.3f} / {self.steady_raw:.3f} s = "
-            f"{self.window_raw / self.steady_raw:.2f} -> {verdict(self.raw_ok)}; normalised by the best heuristic "
+            f"{self.window_raw / self.steady_raw:.2f} -> {verdict(self.raw_ok)}; "
+            "normalised by the best heuristic "
             f"{self.window_norm:.2f} / {self.steady_norm:.2f} = {self.window_norm / self.steady_norm:.2f} -> "
             f"{verdict(self.norm_ok)}"
         )
@@ -388,7 +395,8 @@ def replicas_section(
             rows.append((name, "1 router", single["policies"][name]))
             rows.append((name, "4 replicas", apart["policies"][name]))
     out += [
-        "| policy | setup | TTFT mean s | p99 | first 60 s mean | mean / same policy, 1 router | model shares |",
+        "| policy | setup | TTFT mean s | p99 | first 60 s mean | mean / same policy, 1 router | "
+        "model shares |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, setup, r in rows:
@@ -425,7 +433,8 @@ def seeds_section(root: Path) -> list[str]:
         return out + ["only seed 0 was run (EXTRA_SEEDS)"]
     seeds = ", ".join(s for s, _p in roots)
     out += [
-        f"The five scenarios with seeds {seeds} (arrival jitter and sampling differ). Per seed: learned's mean "
+        f"The five scenarios with seeds {seeds} (arrival jitter and sampling differ). "
+        "Per seed: learned's mean "
         "TTFT, the best baseline's, learned vs best baseline and vs AIBrix (mean).",
         "",
         "| scenario | seed | learned mean s | best baseline mean s | vs best | vs aibrix |",
