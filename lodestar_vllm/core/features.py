@@ -64,6 +64,21 @@ def normalise_gpu_class(raw: str | None, known: Sequence[str]) -> str | None:
     return best
 
 
+def kv_wait_s(kv_usage: np.ndarray, capacity_tokens: np.ndarray, new_tokens: np.ndarray,
+              inflight_requests: np.ndarray, decode_tokens_inflight: np.ndarray, step_s: np.ndarray) -> np.ndarray:
+    """Expected wait for KV space: an engine whose cache is full of decoding requests has no prefill queued,
+    yet cannot admit new work until those requests finish and free their blocks.
+
+    The shortfall (cached context at the last scrape plus the prefill work not yet admitted, beyond capacity)
+    frees at the pace the running batch drains: a request holds its blocks for about its decode budget of
+    steps, so a fraction f of the cache frees in about f x (decode tokens per request) x step.
+    """
+    cap = np.maximum(capacity_tokens, 1.0)
+    shortfall = np.clip(np.clip(kv_usage, 0.0, 1.0) * cap + new_tokens - cap, 0.0, None) / cap
+    per_request = decode_tokens_inflight / np.maximum(inflight_requests, 1.0)
+    return np.where(capacity_tokens > 0, shortfall * per_request * step_s, 0.0)
+
+
 @dataclass(slots=True)
 class CandidateFeatures:
     urls: list[str]
@@ -126,6 +141,7 @@ class FeatureBuilder:
         running = np.zeros(n)
         waiting = np.zeros(n)
         kv = np.zeros(n)
+        kv_capacity = np.zeros(n)  # tokens; 0 when the engine does not report its cache size
         preempt = np.zeros(n)
         age = np.full(n, MAX_METRICS_AGE_S)
         has = np.zeros(n)
@@ -136,11 +152,14 @@ class FeatureBuilder:
             running[i] = m.num_running
             waiting[i] = m.num_waiting
             kv[i] = m.kv_cache_usage
+            if m.num_gpu_blocks and m.block_size:
+                kv_capacity[i] = m.num_gpu_blocks * m.block_size
             preempt[i] = self._recent_preemptions(c.url, m.scraped_at, m.num_preemptions_total)
             age[i] = min(max(now - m.scraped_at, 0.0), MAX_METRICS_AGE_S)
             has[i] = 1.0
         rate, step = self.rates.arrays(urls, classes)
-        analytic = (pending + uncached) / rate + step
+        analytic = (pending + uncached) / rate + step + kv_wait_s(kv, kv_capacity, pending + uncached, req,
+                                                                  decode, step)
 
         x = np.empty((n, self.width), dtype=np.float64)
         x[:, 0] = math.log1p(p)

@@ -3,9 +3,9 @@ request path.
 
 Training set = a window of recent samples plus a replay of older regimes (a reservoir per load/prefix bucket,
 so a burst of one regime cannot wash out what was learned about the others). The first fit comes early
-(``first_fit_samples``), then every ``refit_every_samples`` new samples (background mode: also every
-``refit_every_s`` seconds when some samples arrived). A fitted model replaces the current one only if it is
-finite and no worse on held-out recent samples; rejected fits are counted.
+(``first_fit_samples``), then once the samples doubled, at most every ``refit_every_samples`` new samples
+(background mode: also every ``refit_every_s`` seconds when some samples arrived). A fitted model replaces
+the current one only if it is finite and no worse on held-out recent samples; rejected fits are counted.
 
 Modes: ``inline`` trains synchronously inside ``add`` when due, counted by samples, so a simulation is
 reproducible for a seed; ``background`` trains in a daemon thread (torch with one thread; its ops release the
@@ -167,7 +167,12 @@ class OnlineTrainer:
         if self.current is None:
             # Fits so far were rejected: retry at the first-fit cadence.
             return self._since_fit >= self.config.first_fit_samples
-        return self._since_fit >= self.config.refit_every_samples
+        # Early on, refit once the data doubled since the last fit (200 -> 400 -> 800 ...): otherwise a model
+        # fitted on the first few hundred samples routes a low-rate trace (Mooncake: ~850 requests in 10 min)
+        # for most of its run.
+        seen_at_last_fit = self.stats.samples_seen - self._since_fit
+        early = max(self.config.first_fit_samples, seen_at_last_fit)
+        return self._since_fit >= min(self.config.refit_every_samples, early)
 
     # --- training ----------------------------------------------------------------------------------------
     def train_once(self) -> bool:
