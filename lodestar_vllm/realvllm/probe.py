@@ -220,13 +220,15 @@ async def burst(
     clock: IdleClock | None = None,
 ) -> tuple[list[Timing], dict[str, float]]:
     """Send all prompts at once; poll /metrics while they run. Returns the timings and the peak of each
-    scraped gauge (running, waiting, KV usage)."""
-    peaks = {"vllm:num_requests_running": 0.0, "vllm:num_requests_waiting": 0.0, "vllm:kv_cache_usage_perc": 0.0}
+    scraped gauge (running, waiting, KV usage), plus ``in_system``: the peak of running + waiting in one scrape."""
+    peaks = {"vllm:num_requests_running": 0.0, "vllm:num_requests_waiting": 0.0, "vllm:kv_cache_usage_perc": 0.0,
+             "in_system": 0.0}
     tasks = [asyncio.create_task(stream_completion(client, url, p, max_tokens, clock=clock)) for p in prompts]
 
     async def poll() -> None:
         while True:
             m = await scrape(client, url)
+            m["in_system"] = m.get("vllm:num_requests_running", 0.0) + m.get("vllm:num_requests_waiting", 0.0)
             for k in peaks:
                 peaks[k] = max(peaks[k], m.get(k, 0.0))
             await asyncio.sleep(poll_s)

@@ -54,8 +54,12 @@ async def test_burst_running_and_waiting_match(engines: Pair) -> None:
         _, emu_peaks = await burst(client, engines.emulator, prompts, 64)
     print("peaks real", real_peaks, "emulator", emu_peaks)
     for peaks in (real_peaks, emu_peaks):
+        # never more than max_num_seqs running; all 12 in the engine at once; the rest waiting. (The waiting
+        # peak alone can read one higher on either engine when a scrape lands between a step's end and the
+        # next admission: 7 running + 5 waiting, still 12 in the system.)
         assert peaks["vllm:num_requests_running"] == engines.options.max_num_seqs
-        assert peaks["vllm:num_requests_waiting"] == len(prompts) - engines.options.max_num_seqs
+        assert peaks["in_system"] == len(prompts)
+        assert peaks["vllm:num_requests_waiting"] >= len(prompts) - engines.options.max_num_seqs
 
 
 async def test_both_preempt_when_kv_cache_is_too_small(engines: Pair) -> None:
