@@ -6,27 +6,11 @@ the engine's queues. Kept separate from the simulator so the emulated server can
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from lodestar_vllm.core.types import EngineMetrics
+from lodestar_vllm.sim.engine import EngineStats
 
 
-class StatsLike(Protocol):
-    """The fields of ``lodestar_vllm.sim.engine.EngineStats`` a scrape reads."""
-
-    num_running: int
-    num_waiting: int
-    kv_cache_usage: float
-    num_preemptions_total: int
-    prefix_cache_queries_total: int
-    prefix_cache_hits_total: int
-    prompt_tokens_total: int
-    generation_tokens_total: int
-    num_gpu_blocks: int
-    block_size: int
-
-
-def scrape_metrics(stats: StatsLike, now: float) -> EngineMetrics:
+def scrape_metrics(stats: EngineStats, now: float) -> EngineMetrics:
     """One scrape at ``now``: gauges as floats (Prometheus has no ints), cache config as ints (info labels)."""
     return EngineMetrics(
         scraped_at=now,
