@@ -46,7 +46,8 @@ class LodestarMetrics:
     checkpoint_refused: Counter
 
 
-def _get_or_create(registry: CollectorRegistry, cls: type, name: str, doc: str, **kwargs: Any) -> Any:
+def get_or_create(registry: CollectorRegistry, cls: type, name: str, doc: str, **kwargs: Any) -> Any:
+    """The collector registered under ``name``, created on first use (safe to call from several places)."""
     # prometheus_client keys counters without their "_total" suffix.
     key = name.removesuffix("_total") if cls is Counter else name
     existing = getattr(registry, "_names_to_collectors", {}).get(key) or \
@@ -65,7 +66,7 @@ def lodestar_metrics(registry: CollectorRegistry | None = None) -> LodestarMetri
         if registry is None and _INSTANCE is not None:
             return _INSTANCE
         reg = REGISTRY if registry is None else registry
-        g = _get_or_create
+        g = get_or_create
         made = LodestarMetrics(
             decisions=g(reg, Counter, "lodestar_decisions_total", "Routing decisions by path", labelnames=("path",)),
             fallbacks=g(reg, Counter, "lodestar_fallbacks_total", "Fallback decisions by reason",

@@ -21,16 +21,10 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter
 
 from lodestar_vllm.core.types import Decision, InstanceView, Outcome, OutcomeStatus, RequestInfo
+from lodestar_vllm.metrics import get_or_create
 from lodestar_vllm.policies.base import RoutingPolicy
 
 log = logging.getLogger("lodestar_vllm.outliers")
-
-
-def _ejections_counter() -> Counter:
-    existing = getattr(REGISTRY, "_names_to_collectors", {}).get("lodestar_engine_ejections")
-    if existing is not None:
-        return existing  # type: ignore[return-value]
-    return Counter("lodestar_engine_ejections_total", "Engines ejected after consecutive failed attempts")
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,7 +53,8 @@ class OutlierEjection(RoutingPolicy):
         self.max_engines = max_engines
         self._engines: dict[str, _EngineRecord] = {}
         self.ejections_total = 0
-        self._metric = _ejections_counter()
+        self._metric = get_or_create(REGISTRY, Counter, "lodestar_engine_ejections_total",
+                                     "Engines ejected after consecutive failed attempts")
 
     @property
     def name(self) -> str:  # type: ignore[override]
